@@ -49,12 +49,11 @@ def _load_model(args: argparse.Namespace, input_spec: Any = None) -> Any:
 
     if args.model.startswith("zoo:"):
         return load_zoo_model(args.model[4:])
-    if getattr(args, "input_range", None):
-        if input_spec is not None:
-            input_spec = InputSpec.from_dict({**input_spec.to_dict(), "range": args.input_range})
-        else:
-            input_spec = {"range": args.input_range}
-    return load_model(args.model, architecture=args.architecture, input_spec=input_spec, trust=args.trust)
+    clf = load_model(args.model, architecture=args.architecture, input_spec=input_spec, trust=args.trust)
+    if getattr(args, "input_range", None) and clf.input_spec is not None and clf.input_spec.range != args.input_range:
+        spec = InputSpec.from_dict({**clf.input_spec.to_dict(), "range": args.input_range})
+        clf = load_model(args.model, architecture=args.architecture, input_spec=spec, trust=args.trust)
+    return clf
 
 
 def _load_trigger(path: str | None) -> tuple[list[Any], Any]:
@@ -135,6 +134,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
 
     if args.method not in DEFENSES:
         raise ConfigError(f"unknown defense {args.method!r}; choose one of {', '.join(sorted(DEFENSES))}.")
+    defense = DEFENSES[args.method].from_config(_parse_sets(args.set))
     backdoors, spec = _load_trigger(args.trigger)
     clf = _load_model(args, spec)
     clean = _load_data(args.clean)
@@ -143,7 +143,6 @@ def cmd_defend(args: argparse.Namespace) -> int:
         from kerasbd.data import split_defender
 
         clean, eval_data = split_defender(*clean, val_fraction=1.0 - args.holdout, seed=args.seed)
-    defense = DEFENSES[args.method].from_config(_parse_sets(args.set))
     result = defense.run(clf, clean, eval_data=eval_data, backdoors=backdoors, seed=args.seed, strategy=args.strategy, verbose=args.verbose)
     print(result.to_markdown())
     if args.out:

@@ -49,13 +49,14 @@ def mnist_zoo_cases(include_clean: bool = True) -> list[ZooCase]:
 
     cases = []
     for entry in list_entries():
-        spec = entry.get("input_spec") or {}
+        spec = entry.get("input_spec") or entry.get("input") or {}
         if entry.get("format") != "full" or list(spec.get("shape", [])) != [28, 28, 1]:
             continue
         clean = entry.get("role") == "clean"
         if clean and not include_clean:
             continue
-        backdoors = [] if clean or not entry.get("backdoor") else from_spec(entry["backdoor"])
+        known = entry.get("backdoor") or entry.get("backdoors")  # the zoo manifest lists them under "backdoors"
+        backdoors = [] if clean or not known else from_spec(known)
         if not clean and not backdoors:
             continue
         cases.append(ZooCase(entry["name"], load_zoo_model(entry["name"]), backdoors, clean, entry))

@@ -51,6 +51,10 @@ class Defense(_Configurable, abc.ABC):
     """
 
     name: ClassVar[str] = "defense"
+    #: When True, :meth:`run` also passes ``eval_data`` and ``backdoors`` to :meth:`_run` (keyword arguments), for
+    #: methods whose report measures intermediate stages (GYM's Table-2 columns, a pruning curve's ASR). They are
+    #: used for reporting only, never for the method's own decisions.
+    reports_stages: ClassVar[bool] = False
 
     def run(
         self,
@@ -86,7 +90,8 @@ class Defense(_Configurable, abc.ABC):
         if eval_data is not None:
             eval_data = check_dataset(*eval_data, num_classes=num_classes, image_shape=shape, name="evaluation")
         start = time.perf_counter()
-        result = self._run(net, clean, rng=np.random.default_rng(seed), seed=seed, strategy=strategy, verbose=verbose)
+        stage_eval = {"eval_data": eval_data, "backdoors": list(backdoors or [])} if self.reports_stages else {}
+        result = self._run(net, clean, rng=np.random.default_rng(seed), seed=seed, strategy=strategy, verbose=verbose, **stage_eval)
         result.seconds = time.perf_counter() - start
         result.seed, result.params = seed, self.get_config()
         if eval_data is not None:
@@ -157,3 +162,9 @@ class InputDetector(_Configurable, abc.ABC):
         if not hasattr(self, "threshold_"):
             raise ConfigError(f"{type(self).__name__} is not fitted; call fit(model, clean_x) first.")
         return self.score(x) > self.threshold_
+
+    def as_model(self) -> Any:
+        """Serve the fitted detector as a Keras model ``x -> [logits, flag]`` (see ``defenses.detectors``)."""
+        from kerasbd.defenses.detectors import detector_model
+
+        return detector_model(self)

@@ -5,7 +5,6 @@
 - :class:`DetectorLayer` / :func:`detector_model`: serve any fitted detector as a two-output Keras model
   ``x -> (logits, flag)``.
 - :func:`far_frr_report`: STRIP-style FAR/FRR plus the ASR/CA translation NNoculation uses.
-- :func:`run_detector`: fit a detector by registry name and flag a batch of inputs (the ``kerasbd detect`` CLI).
 
 The NNoculation ensemble and any future detector plug in by subclassing ``InputDetector``: nothing here looks
 past ``fit``/``score``/``detect``/``threshold_``.
@@ -13,7 +12,6 @@ past ``fit``/``score``/``detect``/``threshold_``.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import keras
@@ -21,9 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from kerasbd.errors import ConfigError
-from kerasbd.results import DefenseResult
 
-__all__ = ["SoftmaxPredictor", "DetectorLayer", "detector_model", "far_frr_report", "run_detector"]
+__all__ = ["SoftmaxPredictor", "DetectorLayer", "detector_model", "far_frr_report"]
 
 
 class SoftmaxPredictor:
@@ -108,48 +105,11 @@ def far_frr_report(
     """
     from kerasbd.metrics import far_frr
 
-    clean_flags, trig_flags = detector.detect(clean_x), detector.detect(triggered_x)
-    rates = far_frr(clean_flags, trig_flags)
-    out = {"far": float(rates["far"]), "frr": float(rates["frr"]), "threshold": float(detector.threshold_),
-           "n_clean": int(len(clean_flags)), "n_triggered": int(len(trig_flags))}
+    clean_scores, trig_scores = detector.score(clean_x), detector.score(triggered_x)
+    out: dict[str, Any] = {**far_frr(clean_scores, trig_scores, threshold=detector.threshold_),
+                           "n_clean": int(len(clean_scores)), "n_triggered": int(len(trig_scores))}
     if asr is not None:
         out["asr_strip"] = float(asr) * out["far"]
     if clean_acc is not None:
         out["clean_acc_strip"] = float(clean_acc) * (1.0 - out["frr"])
     return out
-
-
-def run_detector(
-    name: str,
-    model: Any,
-    clean_x: np.ndarray,
-    inputs_x: np.ndarray,
-    *,
-    fpr: float = 0.01,
-    seed: int = 0,
-    **config: Any,
-) -> DefenseResult:
-    """Fit detector ``name`` (``"strip"``, ``"squeeze"``, ...) on clean inputs and flag ``inputs_x``.
-
-    Returns a :class:`DefenseResult` without a model: ``details`` holds the threshold, the requested FPR and
-    the number flagged; ``arrays`` holds per-input ``scores`` and ``flags`` (saved as ``arrays.npz``).
-    """
-    from kerasbd.defenses import DETECTORS
-    from kerasbd.validation import check_images
-
-    if name not in DETECTORS:
-        raise ConfigError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}.")
-    start = time.perf_counter()
-    detector = DETECTORS[name](**config).fit(model, clean_x, fpr=fpr, seed=seed)
-    inputs_x = check_images(inputs_x, name="inputs", image_shape=detector.model_.input_shape[1:])
-    scores = detector.score(inputs_x)
-    flags = scores > detector.threshold_
-    return DefenseResult(
-        method=name,
-        params=detector.get_config(),
-        seed=seed,
-        seconds=time.perf_counter() - start,
-        details={"threshold": float(detector.threshold_), "fpr": fpr, "n_inputs": int(len(flags)),
-                 "n_flagged": int(flags.sum()), "flagged_fraction": float(flags.mean())},
-        arrays={"scores": scores, "flags": flags},
-    )

@@ -1,0 +1,137 @@
+"""GYM (Zeng et al., "DeepSweep"): fine-tune with intensive preprocessing, infer with lightweight preprocessing.
+
+Stage 1 fine-tunes the suspicious model on the defender's clean data passed through the *intensive* function
+(distortion, gamma, median filters, multiplicative noise, down/up-scaling, random shrink-and-pad, stochastic
+affine), which moves the clean data away from where the model learned its shortcut so the decision boundary
+shifts around the (unseen) triggered inputs. Stage 2 wraps the fine-tuned model with the *lightweight* function
+(two median filters around a down/up-scaling, then the stochastic affine transform) applied to every input at
+inference; the defended model embeds that preprocessing as a layer and saves/loads as one ``.keras`` file.
+
+Defaults are those of the original notebook (YiZeng623/DeepSweep, ``Code_demo(PubFig_WM).ipynb``): 5 rounds of
+1 epoch, batch 10, Adadelta with learning rate 0.03, fresh preprocessing randomness every round (here: every
+batch of every epoch, seeded, through :func:`kerasbd.training.fit_classifier`'s ``transform``). One call with
+``rounds × epochs_per_round`` epochs equals the original's repeated ``fit`` calls on one compiled model (the
+optimizer state carries over in both). The pipelines are :func:`kerasbd.transforms.gym_intensive` and
+:func:`kerasbd.transforms.gym_lightweight` (relative scale factors, so any image size works); pass your own,
+e.g. ``gym_intensive(median_ksize=3)`` for small images where a 5×5 median (sized for 224×224) erases detail.
+
+With evaluation data, ``result.rows`` reproduces the columns of GYM's Table 2: baseline, inference (I),
+fine-tuning + inference (I), fine-tuning + inference (L), each with ACC, ASR and TCP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+
+from kerasbd.defenses._stages import copy_model, stage_row
+from kerasbd.defenses.base import Defense
+from kerasbd.errors import ConfigError
+from kerasbd.results import DefenseResult
+
+__all__ = ["GYM"]
+
+
+class GYM(Defense):
+    """Fine-tune through the intensive GYM function, then defend inference with the lightweight one.
+
+    Args:
+        rounds: fine-tuning rounds (fresh preprocessing randomness each round).
+        epochs_per_round: epochs per round.
+        batch_size, optimizer, learning_rate: the fine-tuning (original: 10, Adadelta, 0.03).
+        intensive: the fine-tuning transform; None = ``kerasbd.transforms.gym_intensive()`` (the original's).
+        lightweight: the inference transform; None = ``kerasbd.transforms.gym_lightweight()`` (the original's).
+
+    ``result.model`` is ``with_preprocessing(fine_tuned, lightweight, seed=seed)``: canonical images in, logits
+    out; its preprocessing layer draws a reproducible random sequence from the run's seed (also after reloading).
+
+    Example:
+        >>> result = GYM().run(badnet, (x_val, y_val), eval_data=(x_test, y_test),
+        ...                    backdoors=[backdoor])  # doctest: +SKIP
+        >>> print(result.to_markdown())  # doctest: +SKIP
+        >>> result.model.save("gym_defended.keras")  # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "gym"
+    reports_stages: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        rounds: int = 5,
+        epochs_per_round: int = 1,
+        batch_size: int = 10,
+        optimizer: str = "adadelta",
+        learning_rate: float | None = 0.03,
+        intensive: Any = None,
+        lightweight: Any = None,
+    ) -> None:
+        if rounds < 1 or epochs_per_round < 1:
+            raise ConfigError(f"rounds and epochs_per_round must be at least 1, got {rounds} and {epochs_per_round}.")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be positive, got {batch_size}.")
+        for label, t in (("intensive", intensive), ("lightweight", lightweight)):
+            if t is not None and not callable(t):
+                raise ConfigError(f"{label} must be a kerasbd transform (callable on an image batch) or None.")
+        self.rounds, self.epochs_per_round = rounds, epochs_per_round
+        self.batch_size, self.optimizer, self.learning_rate = batch_size, optimizer, learning_rate
+        self.intensive, self.lightweight = intensive, lightweight
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        for key in ("intensive", "lightweight"):  # transforms are reported by their own config
+            config[key] = None if config[key] is None else _describe(config[key])
+        return config
+
+    def pipelines(self) -> tuple[Any, Any]:
+        """The (intensive, lightweight) transforms this defense uses."""
+        from kerasbd.transforms import gym_intensive, gym_lightweight
+
+        intensive = self.intensive if self.intensive is not None else gym_intensive()
+        lightweight = self.lightweight if self.lightweight is not None else gym_lightweight()
+        return intensive, lightweight
+
+    def _run(
+        self,
+        model: keras.Model,
+        clean: tuple[np.ndarray, np.ndarray],
+        *,
+        rng: np.random.Generator,
+        seed: int,
+        strategy: Any,
+        verbose: int,
+        eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+        backdoors: Sequence[Any] = (),
+    ) -> DefenseResult:
+        from kerasbd.training import fit_classifier
+        from kerasbd.transforms import with_preprocessing
+
+        intensive, lightweight = self.pipelines()
+        tuned = copy_model(model)
+        history = fit_classifier(
+            tuned, *clean, epochs=self.rounds * self.epochs_per_round, batch_size=self.batch_size,
+            optimizer=self.optimizer, learning_rate=self.learning_rate, transform=intensive, seed=seed,
+            strategy=strategy, verbose=verbose,
+        )
+        defended = with_preprocessing(tuned, lightweight, seed=seed)
+        rows = []
+        if eval_data is not None:
+            rows = [
+                stage_row("baseline", model, eval_data, backdoors),
+                stage_row("inference (I)", with_preprocessing(model, intensive, seed=seed), eval_data, backdoors),
+                stage_row("fine-tuning + inference (I)", with_preprocessing(tuned, intensive, seed=seed), eval_data, backdoors),
+                stage_row("fine-tuning + inference (L)", defended, eval_data, backdoors),
+            ]
+        details = {
+            "epochs": self.rounds * self.epochs_per_round,
+            "fine_tuning_accuracy": [float(a) for a in history.history.get("accuracy", [])],
+            "intensive": _describe(intensive),
+            "lightweight": _describe(lightweight),
+        }
+        return DefenseResult(self.name, model=defended, details=details, rows=rows)
+
+
+def _describe(transform: Any) -> Any:
+    return {"class_name": type(transform).__name__, "config": transform.get_config()} if hasattr(transform, "get_config") else repr(transform)

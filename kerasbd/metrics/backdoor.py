@@ -1,0 +1,128 @@
+"""Backdoor metrics: clean accuracy, attack success rate, robust accuracy and GYM's target class probability."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from kerasbd.errors import ConfigError
+
+__all__ = ["evaluate_backdoor", "predict_logits", "softmax"]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (numerically stable)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def predict_logits(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits of a kerasbd model (Classifier or Keras model) on canonical images, in one batched predict."""
+    from kerasbd.models import as_logits_model
+
+    return np.asarray(as_logits_model(model).predict(x, batch_size=batch_size, verbose=0))
+
+
+def _rate(hits: np.ndarray) -> float | None:
+    return float(hits.mean()) if hits.size else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def evaluate_backdoor(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    backdoors: Sequence[Any] = (),
+    *,
+    asr_mode: str = "all",
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Clean accuracy and, per backdoor, attack success rate, robust accuracy and target class probability.
+
+    Definitions (for each backdoor with attack labels ``t = target.map(y)``):
+
+    - ``clean_acc``: accuracy on the clean inputs.
+    - ``asr``: fraction of triggered inputs predicted as their attack label, counted only over *eligible* inputs
+      (``t ≠ y``: for all-to-one the non-target classes; for all-to-all every input, judged against its mapped
+      label). ``asr_mode="correct"`` is DHBE's variant: only eligible inputs the model classifies correctly
+      when clean.
+    - ``robust_acc``: fraction of the same triggered inputs still predicted as their true label.
+    - ``tcp``: GYM's target class probability — the fraction of *clean* inputs the model already assigns to the
+      attack label (all-to-one: predicted as the target). GYM compares a defended model's ASR with it; a
+      defense cannot be expected to push the ASR below this chance level.
+    - ``target_prob``: mean softmax probability of the attack label on the triggered eligible inputs.
+
+    With several backdoors the top-level ``asr``/``robust_acc``/``tcp``/``target_prob`` are means over
+    ``per_trigger``; ``n_triggered`` is the total number of triggered inputs scored. Rates over an empty set are
+    None.
+
+    Args:
+        model: a :class:`kerasbd.models.Classifier` or Keras model (canonical images → logits or softmax).
+        x, y: canonical images and true labels.
+        backdoors: :class:`kerasbd.attacks.Backdoor` objects (or their spec dicts).
+        asr_mode: ``"all"`` or ``"correct"`` (DHBE).
+        batch_size: prediction batch size.
+        seed: seeds triggers with per-image randomness (backdoor ``i`` uses ``(seed, i)``).
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from kerasbd.attacks import Backdoor, Patch
+        >>> net = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+        >>> r = evaluate_backdoor(net, np.zeros((4, 4, 4, 1), "float32"), np.array([0, 1, 0, 1]), [Backdoor(Patch(2), 1)])
+        >>> sorted(r["per_trigger"]), r["n_clean"], r["per_trigger"]["patch→1"]["n_triggered"]
+        (['patch→1'], 4, 2)
+    """
+    from kerasbd.attacks import Backdoor
+    from kerasbd.attacks.spec import parse_spec
+    from kerasbd.models import as_logits_model
+    from kerasbd.validation import check_dataset
+
+    if asr_mode not in ("all", "correct"):
+        raise ConfigError(f"asr_mode must be 'all' or 'correct' (DHBE), got {asr_mode!r}.")
+    net = as_logits_model(model)
+    num_classes = int(net.output_shape[-1])
+    x, y = check_dataset(x, y, num_classes=num_classes, image_shape=net.input_shape[1:], name="evaluation data")
+    items = [b if isinstance(b, Backdoor) else parse_spec(b).backdoors[0] for b in backdoors]
+    for bd in items:
+        bd.trigger.check_fits(x.shape[1:])
+    pred_clean = predict_logits(net, x, batch_size).argmax(axis=1)
+    result: dict[str, Any] = {
+        "clean_acc": float((pred_clean == y).mean()),
+        "n_clean": int(len(y)),
+        "asr_mode": asr_mode,
+        "seed": int(seed),
+    }
+    per: dict[str, dict[str, Any]] = {}
+    for i, bd in enumerate(items):
+        target = bd.target.map(y, num_classes)
+        eligible = target != y
+        if asr_mode == "correct":
+            eligible &= pred_clean == y
+        idx = np.flatnonzero(eligible)
+        entry: dict[str, Any] = {"n_triggered": int(idx.size), "tcp": float((pred_clean == target).mean())}
+        if idx.size:
+            xt = bd.trigger.apply(x[idx], np.random.default_rng([int(seed), i]))
+            logits = predict_logits(net, xt, batch_size)
+            pred = logits.argmax(axis=1)
+            entry["asr"] = _rate(pred == target[idx])
+            entry["robust_acc"] = _rate(pred == y[idx])
+            entry["target_prob"] = float(softmax(logits)[np.arange(idx.size), target[idx]].mean())
+        else:
+            entry.update(asr=None, robust_acc=None, target_prob=None)
+        per[bd.name] = entry
+    if per:
+        for key in ("asr", "robust_acc", "tcp", "target_prob"):
+            result[key] = _mean([e[key] for e in per.values()])
+        result["n_triggered"] = int(sum(e["n_triggered"] for e in per.values()))
+        result["per_trigger"] = per
+    else:
+        result.update(asr=None, robust_acc=None, tcp=None, target_prob=None, n_triggered=0, per_trigger={})
+    return result

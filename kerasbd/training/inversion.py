@@ -1,0 +1,685 @@
+"""Batched per-label trigger inversion: one trigger candidate per label, all labels optimised together.
+
+Neural Cleanse (and later GangSweep and DeepInspect) ask the same question of every output label *t*:
+"what is the smallest input change that sends clean images to *t*?" The original code answers it with a
+Python loop over labels, re-initialising one optimiser per label. Here every trainable candidate carries a
+leading **slot axis**: slot *s* holds the candidate of one label, each mini-batch is stamped with all slots'
+candidates and pushed through the model as one big batch, and per-label state (the cost schedule, Adam's
+moments and step count, the best result so far) lives in vectors indexed by slot. Because every label's
+arithmetic is still independent, the batched run computes what a per-label loop of the same algorithm
+computes (``label_batch_size=1`` *is* that loop), only faster.
+
+Pieces, each with one job:
+
+- :class:`MaskPatternCandidates` — Neural Cleanse's candidate: a mask (H, W) shared across channels and a
+  pattern (H, W, C), both through the original tanh parametrisation.
+- :class:`SlotAdam` — Adam whose moments and bias-correction step count are per slot, so resetting or
+  freezing one label never disturbs another (the original resets the optimiser at every label).
+- :class:`CostSchedule` — Neural Cleanse's adaptive regularisation cost, best-result bookkeeping and early
+  stop, vectorised over slots; plain NumPy so it is unit-testable on synthetic inputs.
+- :class:`MiniBatchStream` — the seeded sequence of clean mini-batches a label sees, keyed by that label's own
+  mini-batch counter, so a label sees the same data whether it runs alone or beside others.
+- :class:`LabelBatchedInversion` — the engine: a queue of labels feeding ``label_batch_size`` slots (a slot
+  whose label finishes is refilled at once), the ``tf.function`` training step, progress output and an atomic
+  checkpoint that a later run resumes from.
+
+A new inversion method supplies its own candidates (``variables`` with a slot axis, ``initialize``, ``apply``,
+``regularizer``, ``values``) and schedule (``cost``, ``reset``, ``update``, ``state_dict``) and reuses the engine.
+
+Blending happens in canonical [0, 1] space. For a model whose :class:`~kerasbd.models.spec.InputAdapter` is
+affine per channel (``x·a + b``, optionally with channels reversed), blending commutes with the adapter:
+``((1−m)·x + m·p)·a + b = (1−m)·(x·a + b) + m·(p·a + b)`` because ``(1−m) + m = 1`` and the mask is shared
+across channels. So a pattern ``p`` in [0, 1] here is exactly the original's raw-domain pattern ``255·p`` on a
+0–255 model, and the results match blending in the model's own domain, as Neural Cleanse does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasbd.errors import ConfigError
+from kerasbd.io import Progress, atomic_path, write_json
+
+__all__ = [
+    "LOSSES",
+    "TANH_EPSILON",
+    "SWAPPED_CE_SCALE",
+    "classification_loss",
+    "MaskPatternCandidates",
+    "SlotAdam",
+    "CostSchedule",
+    "MiniBatchStream",
+    "LabelBatchedInversion",
+    "InversionResult",
+]
+
+TANH_EPSILON = 1e-7  # Keras' K.epsilon(), used by Neural Cleanse's tanh parametrisation
+_KERAS2_CLIP = 1e-7  # Keras 2.2 categorical_crossentropy clips probabilities to [1e-7, 1 − 1e-7]
+SWAPPED_CE_SCALE = float(-np.log(_KERAS2_CLIP))  # ≈ 16.118: the slope of the original's swapped-argument "CE"
+LOSSES = ("cross-entropy", "original-swapped-ce")
+
+
+def classification_loss(logits: tf.Tensor, targets: tf.Tensor, kind: str = "cross-entropy") -> tf.Tensor:
+    """Per-sample loss pushing ``logits`` towards class ``targets`` (same leading shape as ``targets``).
+
+    - ``"cross-entropy"``: ``−log softmax(logits)[t]``, the objective stated in the Neural Cleanse paper.
+    - ``"original-swapped-ce"``: what the original code actually computes. It calls Keras 2's
+      ``categorical_crossentropy(output, y_true)`` with the arguments swapped (bolunwang/backdoor issue #11),
+      which clips the one-hot vector to [1e-7, 1 − 1e-7] and weighs its logarithm by the softmax:
+      ``−p_t·log(1 − 1e-7) − (1 − p_t)·log(1e-7) ≈ 16.118·(1 − p_t)``, linear in ``1 − p_t``.
+
+    Example:
+        >>> import numpy as np, tensorflow as tf
+        >>> logits = tf.constant([[0.0, 0.0]]); t = tf.constant([0])
+        >>> round(float(classification_loss(logits, t, "original-swapped-ce")[0]), 3)  # p_t = 0.5
+        8.059
+        >>> round(float(classification_loss(logits, t, "cross-entropy")[0]), 4)
+        0.6931
+    """
+    if kind == "cross-entropy":
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    if kind == "original-swapped-ce":
+        p_t = tf.gather(tf.nn.softmax(logits), targets, batch_dims=len(targets.shape))
+        return -(p_t * math.log(1.0 - _KERAS2_CLIP) + (1.0 - p_t) * math.log(_KERAS2_CLIP))
+    raise ConfigError(f"loss {kind!r} is unknown; choose one of {', '.join(LOSSES)}.")
+
+
+class Candidates(Protocol):
+    """What the engine needs from a per-label trainable trigger candidate (slot axis first everywhere)."""
+
+    variables: list[tf.Variable]
+
+    def initialize(self, slots: np.ndarray, labels: np.ndarray, seed: int) -> None: ...
+    def apply(self, x: tf.Tensor, params: list[tf.Tensor]) -> tf.Tensor: ...
+    def regularizer(self, params: list[tf.Tensor]) -> tf.Tensor: ...
+    def values(self, slots: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+class Schedule(Protocol):
+    """What the engine needs from a per-label cost schedule (vectors indexed by slot)."""
+
+    cost: np.ndarray
+
+    def reset(self, slots: np.ndarray) -> None: ...
+    def update(self, slots: np.ndarray, acc: np.ndarray, reg: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def state_dict(self) -> dict[str, np.ndarray]: ...
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None: ...
+
+
+def _to_tanh(v: np.ndarray, epsilon: float) -> np.ndarray:
+    return np.arctanh((np.clip(v, 0.0, 1.0) - 0.5) * (2.0 - epsilon))
+
+
+class MaskPatternCandidates:
+    """Neural Cleanse's trigger candidate per slot: ``x' = (1 − m)·x + m·p``.
+
+    ``m`` is an (H, W) mask shared across channels, ``p`` an (H, W, C) pattern in canonical [0, 1] (the
+    original's [0, 255] pattern divided by 255 — see the module note on blending). Both are stored in tanh
+    space, ``m = tanh(w)/(2 − ε) + 0.5`` with ε = 1e-7, so the optimiser is unconstrained and the values stay
+    in range. A label's initial values are drawn from ``default_rng([seed, label])`` (mask and pattern
+    uniform in [0, 1), as the original draws them), so they do not depend on which slot or batch the label
+    lands in. The regulariser is the mask's L1 norm ``Σ m`` (``"l1"``, the original's default) or
+    ``sqrt(Σ m²)`` (``"l2"``); the pattern is not regularised.
+
+    Example:
+        >>> c = MaskPatternCandidates((8, 8, 1), slots=2)
+        >>> c.initialize(np.array([0, 1]), np.array([3, 5]), seed=0)
+        >>> sorted(c.values(np.array([1])))
+        ['mask', 'pattern']
+    """
+
+    def __init__(self, image_shape: Sequence[int], slots: int, *, regularization: str = "l1", epsilon: float = TANH_EPSILON) -> None:
+        if regularization not in ("l1", "l2"):
+            raise ConfigError(f"regularization must be 'l1' or 'l2', got {regularization!r}.")
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.regularization, self.epsilon = regularization, float(epsilon)
+        h, w, c = self.image_shape
+        self.mask_tanh = tf.Variable(tf.zeros((slots, h, w, 1)), trainable=False, name="mask_tanh")
+        self.pattern_tanh = tf.Variable(tf.zeros((slots, h, w, c)), trainable=False, name="pattern_tanh")
+        self.variables = [self.mask_tanh, self.pattern_tanh]
+
+    def initialize(self, slots: np.ndarray, labels: np.ndarray, seed: int) -> None:
+        h, w, c = self.image_shape
+        masks, patterns = [], []
+        for label in labels:
+            rng = np.random.default_rng([int(seed), int(label)])
+            masks.append(_to_tanh(rng.random((h, w, 1)), self.epsilon))
+            patterns.append(_to_tanh(rng.random((h, w, c)), self.epsilon))
+        idx = np.asarray(slots, np.int64)[:, None]
+        self.mask_tanh.scatter_nd_update(idx, np.asarray(masks, np.float32))
+        self.pattern_tanh.scatter_nd_update(idx, np.asarray(patterns, np.float32))
+
+    def _squash(self, w: tf.Tensor) -> tf.Tensor:
+        return tf.tanh(w) / (2.0 - self.epsilon) + 0.5
+
+    def apply(self, x: tf.Tensor, params: list[tf.Tensor]) -> tf.Tensor:
+        """Stamp ``x`` (S or 1, B, H, W, C) with each slot's trigger; ``params`` are the gathered variables."""
+        mask = self._squash(params[0])[:, None]  # (K, 1, H, W, 1), broadcast over batch and channels
+        pattern = self._squash(params[1])[:, None]
+        return (1.0 - mask) * x + mask * pattern
+
+    def regularizer(self, params: list[tf.Tensor]) -> tf.Tensor:
+        mask = self._squash(params[0])
+        if self.regularization == "l1":
+            return tf.reduce_sum(tf.abs(mask), axis=[1, 2, 3])
+        return tf.sqrt(tf.reduce_sum(tf.square(mask), axis=[1, 2, 3]))
+
+    def values(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """Current mask (K, H, W) and pattern (K, H, W, C) of ``slots`` as float32 NumPy arrays in [0, 1]."""
+        idx = np.asarray(slots, np.int64)
+        mask = self._squash(tf.gather(self.mask_tanh, idx)).numpy()[..., 0]
+        pattern = self._squash(tf.gather(self.pattern_tanh, idx)).numpy()
+        return {"mask": mask, "pattern": pattern}
+
+
+class SlotAdam:
+    """Adam with per-slot moments and step counts (Keras 2 update rule), for variables with a slot axis.
+
+    ``lr_t = lr·sqrt(1 − β2^t)/(1 − β1^t)``, ``m ← β1·m + (1 − β1)·g``, ``v ← β2·v + (1 − β2)·g²``,
+    ``w ← w − lr_t·m/(sqrt(v) + ε)``, where ``t`` counts the updates of that slot only. :meth:`reset` zeroes
+    one slot's state — the original re-initialises the whole optimiser at every label — and only the slots
+    passed to :meth:`apply` move, so a finished label stays exactly where it stopped.
+    """
+
+    def __init__(self, variables: Sequence[tf.Variable], *, learning_rate: float = 0.1, beta_1: float = 0.5, beta_2: float = 0.9, epsilon: float = 1e-7) -> None:
+        self.variables = list(variables)
+        self.learning_rate, self.beta_1, self.beta_2, self.epsilon = float(learning_rate), float(beta_1), float(beta_2), float(epsilon)
+        self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
+        self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
+        self.t = tf.Variable(tf.zeros((self.variables[0].shape[0],)), trainable=False)
+
+    @property
+    def state(self) -> list[tf.Variable]:
+        return [*self.m, *self.v, self.t]
+
+    def reset(self, slots: np.ndarray) -> None:
+        idx = np.asarray(slots, np.int64)[:, None]
+        for var in [*self.m, *self.v]:
+            var.scatter_nd_update(idx, tf.zeros((len(idx), *var.shape[1:])))
+        self.t.scatter_nd_update(idx, tf.zeros((len(idx),)))
+
+    def apply(self, idx: tf.Tensor, grads: Sequence[tf.Tensor]) -> None:
+        """One update of the slots ``idx`` (int tensor) with gradients shaped like the gathered variables."""
+        scatter = idx[:, None]
+        t = tf.gather(self.t, idx) + 1.0
+        lr_t = self.learning_rate * tf.sqrt(1.0 - tf.pow(self.beta_2, t)) / (1.0 - tf.pow(self.beta_1, t))
+        for var, m_var, v_var, g in zip(self.variables, self.m, self.v, grads):
+            m = self.beta_1 * tf.gather(m_var, idx) + (1.0 - self.beta_1) * g
+            v = self.beta_2 * tf.gather(v_var, idx) + (1.0 - self.beta_2) * tf.square(g)
+            step = tf.reshape(lr_t, [-1] + [1] * (len(var.shape) - 1)) * m / (tf.sqrt(v) + self.epsilon)
+            m_var.scatter_nd_update(scatter, m)
+            v_var.scatter_nd_update(scatter, v)
+            var.scatter_nd_update(scatter, tf.gather(var, idx) - step)
+        self.t.scatter_nd_update(scatter, t)
+
+
+class CostSchedule:
+    """Neural Cleanse's per-label cost schedule, best-result tracking and early stop, vectorised over slots.
+
+    Per step (mirroring ``visualizer.py``): a step whose attack success ``acc ≥ attack_succ_threshold`` and
+    whose mean regulariser beats the best so far records a new best. Early stop (once a valid best exists):
+    a step whose best is not below ``early_stop_threshold ×`` the best seen at the previous step counts
+    towards ``early_stop_patience``; the label stops when that count is reached *and* the cost has been moved
+    both up and down. The cost starts at 0 (``reset_cost_to_zero``) and is set to ``init_cost`` after
+    ``patience`` consecutive successful steps; afterwards ``patience`` successes in a row multiply it by
+    ``cost_multiplier`` and ``patience`` failures divide it by ``cost_multiplier ** 1.5`` (the code's
+    exponent; its comment says square root).
+
+    Example:
+        >>> s = CostSchedule(1, patience=2); s.reset(np.array([0]))
+        >>> for _ in range(2):
+        ...     _ = s.update(np.array([0]), np.array([1.0]), np.array([5.0]))
+        >>> float(s.cost[0])
+        0.001
+    """
+
+    _FIELDS = ("cost", "set_counter", "up_counter", "down_counter", "up_flag", "down_flag", "reg_best", "es_counter", "es_reg_best")
+
+    def __init__(
+        self,
+        slots: int,
+        *,
+        init_cost: float = 1e-3,
+        attack_succ_threshold: float = 0.99,
+        patience: int = 5,
+        cost_multiplier: float = 2.0,
+        reset_cost_to_zero: bool = True,
+        early_stop: bool = True,
+        early_stop_threshold: float = 1.0,
+        early_stop_patience: int = 25,
+    ) -> None:
+        if init_cost < 0 or cost_multiplier <= 1 or patience < 1 or early_stop_patience < 1:
+            raise ConfigError("need init_cost ≥ 0, cost_multiplier > 1, patience ≥ 1 and early_stop_patience ≥ 1.")
+        if not 0 < attack_succ_threshold <= 1:
+            raise ConfigError(f"attack_succ_threshold must be in (0, 1], got {attack_succ_threshold}.")
+        self.init_cost, self.threshold, self.patience = float(init_cost), float(attack_succ_threshold), int(patience)
+        self.up, self.down = float(cost_multiplier), float(cost_multiplier) ** 1.5
+        self.reset_cost_to_zero, self.early_stop = bool(reset_cost_to_zero), bool(early_stop)
+        self.es_threshold, self.es_patience = float(early_stop_threshold), int(early_stop_patience)
+        self.cost = np.zeros(slots)
+        self.set_counter = np.zeros(slots, np.int64)
+        self.up_counter = np.zeros(slots, np.int64)
+        self.down_counter = np.zeros(slots, np.int64)
+        self.up_flag = np.zeros(slots, bool)
+        self.down_flag = np.zeros(slots, bool)
+        self.reg_best = np.full(slots, np.inf)
+        self.es_counter = np.zeros(slots, np.int64)
+        self.es_reg_best = np.full(slots, np.inf)
+
+    def reset(self, slots: np.ndarray) -> None:
+        """Fresh state for the labels that just entered ``slots``."""
+        self.cost[slots] = 0.0 if self.reset_cost_to_zero else self.init_cost
+        for name in ("set_counter", "up_counter", "down_counter", "es_counter"):
+            getattr(self, name)[slots] = 0
+        self.up_flag[slots] = self.down_flag[slots] = False
+        self.reg_best[slots] = self.es_reg_best[slots] = np.inf
+
+    def update(self, slots: np.ndarray, acc: np.ndarray, reg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Advance one step for ``slots`` given their mean attack success and regulariser.
+
+        Returns ``(improved, stop)`` boolean vectors: a new best was recorded; the label should stop.
+        """
+        s = np.asarray(slots)
+        success = np.asarray(acc) >= self.threshold
+        improved = success & (np.asarray(reg) < self.reg_best[s])
+        self.reg_best[s] = np.where(improved, reg, self.reg_best[s])
+
+        stop = np.zeros(len(s), bool)
+        if self.early_stop:
+            valid = np.isfinite(self.reg_best[s])
+            stalled = self.reg_best[s] >= self.es_threshold * self.es_reg_best[s]
+            self.es_counter[s] = np.where(valid, np.where(stalled, self.es_counter[s] + 1, 0), self.es_counter[s])
+            self.es_reg_best[s] = np.minimum(self.reg_best[s], self.es_reg_best[s])
+            stop = self.up_flag[s] & self.down_flag[s] & (self.es_counter[s] >= self.es_patience)
+
+        live = s[~stop]  # a stopping label's cost no longer matters; the original breaks before updating it
+        ok = success[~stop]
+        start = (self.cost[live] == 0) & ok
+        self.set_counter[live] = np.where(start, self.set_counter[live] + 1, 0)
+        begin = live[self.set_counter[live] >= self.patience]
+        self.cost[begin] = self.init_cost
+        self.up_counter[begin] = self.down_counter[begin] = 0
+        self.up_flag[begin] = self.down_flag[begin] = False
+
+        self.up_counter[live] = np.where(ok, self.up_counter[live] + 1, 0)
+        self.down_counter[live] = np.where(ok, 0, self.down_counter[live] + 1)
+        go_up = live[self.up_counter[live] >= self.patience]
+        go_down = np.setdiff1d(live[self.down_counter[live] >= self.patience], go_up)
+        self.up_counter[go_up] = 0
+        self.cost[go_up] *= self.up
+        self.up_flag[go_up] = True
+        self.down_counter[go_down] = 0
+        self.cost[go_down] /= self.down
+        self.down_flag[go_down] = True
+        return improved, stop
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name).copy() for name in self._FIELDS}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for name in self._FIELDS:
+            getattr(self, name)[...] = state[name]
+
+
+class MiniBatchStream:
+    """Seeded clean mini-batches, addressed by a label's own mini-batch counter.
+
+    Counter ``g`` falls in epoch ``g // per_epoch`` (a fresh permutation from ``default_rng([seed, epoch])``)
+    at position ``g % per_epoch``; incomplete last batches are dropped so every slot's batch has the same
+    size (the original's Keras generator yields a smaller last batch per epoch instead).
+
+    Example:
+        >>> s = MiniBatchStream(10, 4, seed=0)
+        >>> s.per_epoch, s.indices(0).shape
+        (2, (4,))
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        if n < 1:
+            raise ConfigError("the clean set is empty; trigger inversion needs clean images.")
+        self.n, self.batch_size, self.seed = int(n), int(min(batch_size, n)), int(seed)
+        self.per_epoch = self.n // self.batch_size
+        self._perms: dict[int, np.ndarray] = {}
+
+    def indices(self, counter: int) -> np.ndarray:
+        epoch, pos = divmod(int(counter), self.per_epoch)
+        if epoch not in self._perms:
+            if len(self._perms) > 8:  # slots are at most a few epochs apart
+                self._perms.pop(min(self._perms))
+            self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return self._perms[epoch][pos * self.batch_size : (pos + 1) * self.batch_size]
+
+
+class InversionResult(dict):
+    """Per-label outcome of :meth:`LabelBatchedInversion.run`, a dict ``label → record``.
+
+    Each record has the candidate's arrays (``mask``, ``pattern`` for Neural Cleanse) at the best step (or the
+    last step when no step reached the attack-success threshold), ``reg`` (its regulariser value), ``acc``
+    (the attack success of the step that produced it), ``valid`` (whether the threshold was reached) and
+    ``steps`` (steps run before stopping).
+    """
+
+    def stacked(self, key: str, labels: Sequence[int] | None = None) -> np.ndarray:
+        """``key`` of every label (in ``labels`` order, default sorted) stacked into one array."""
+        return np.stack([self[int(l)][key] for l in (labels if labels is not None else sorted(self))])
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+class LabelBatchedInversion:
+    """Optimise one trigger candidate per label, ``label_batch_size`` labels at a time in one computation.
+
+    A step is ``mini_batches`` Adam updates; in each update every active slot's label gets the clean
+    mini-batch of its own counter stamped with its own candidate, all slots go through the model in one call,
+    and the loss ``Σ_samples [loss(f(x'), t) + cost_t·reg_t]`` (summed over the batch as the original's
+    ``get_updates`` does; Adam makes this ≈ the mean) is differentiated for all slots at once. A label stops
+    when its schedule says so or after ``steps``; its slot is refilled with the next queued label.
+
+    Args:
+        steps: maximum steps per label (Neural Cleanse: 1000).
+        mini_batches: updates per step (Neural Cleanse: NB_SAMPLE // BATCH_SIZE = 1000 // 32 = 31).
+        batch_size: clean images per update (32).
+        learning_rate, beta_1, beta_2, epsilon: Adam (0.1, 0.5, 0.9, 1e-7 — Keras 2 defaults for ε).
+        loss: ``"cross-entropy"`` or ``"original-swapped-ce"`` (see :func:`classification_loss`).
+        label_batch_size: labels optimised together. ``None`` = all labels, capped so one update holds at most
+            ``2**24`` input values (e.g. 67 slots for 55×47×3 faces at batch 32) to bound memory.
+        checkpoint_every: steps between checkpoints when a ``checkpoint_dir`` is given.
+    """
+
+    MAX_VALUES_PER_UPDATE = 2**24
+
+    def __init__(
+        self,
+        *,
+        steps: int = 1000,
+        mini_batches: int = 31,
+        batch_size: int = 32,
+        learning_rate: float = 0.1,
+        beta_1: float = 0.5,
+        beta_2: float = 0.9,
+        epsilon: float = 1e-7,
+        loss: str = "cross-entropy",
+        label_batch_size: int | None = None,
+        checkpoint_every: int = 25,
+    ) -> None:
+        if loss not in LOSSES:
+            raise ConfigError(f"loss {loss!r} is unknown; choose one of {', '.join(LOSSES)}.")
+        for name, value in (("steps", steps), ("mini_batches", mini_batches), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
+            if int(value) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value}.")
+        if label_batch_size is not None and int(label_batch_size) < 1:
+            raise ConfigError(f"label_batch_size must be positive or None, got {label_batch_size}.")
+        self.steps, self.mini_batches, self.batch_size = int(steps), int(mini_batches), int(batch_size)
+        self.learning_rate, self.beta_1, self.beta_2, self.epsilon = learning_rate, beta_1, beta_2, epsilon
+        self.loss, self.label_batch_size, self.checkpoint_every = loss, label_batch_size, int(checkpoint_every)
+
+    def get_config(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("steps", "mini_batches", "batch_size", "learning_rate", "beta_1", "beta_2", "epsilon", "loss", "label_batch_size", "checkpoint_every")}
+
+    def slots_for(self, num_labels: int, image_shape: Sequence[int]) -> int:
+        """Number of slots used for ``num_labels`` labels of ``image_shape``."""
+        if self.label_batch_size is not None:
+            return max(1, min(num_labels, int(self.label_batch_size)))
+        cap = self.MAX_VALUES_PER_UPDATE // (self.batch_size * int(np.prod(image_shape)))
+        return max(1, min(num_labels, cap))
+
+    def run(
+        self,
+        model: keras.Model,
+        x: np.ndarray,
+        labels: Sequence[int],
+        candidates_fn: Any,
+        schedule_fn: Any,
+        *,
+        seed: int = 0,
+        checkpoint_dir: str | os.PathLike | None = None,
+        verbose: int = 1,
+    ) -> InversionResult:
+        """Invert every label in ``labels`` on clean images ``x`` (canonical) for the logits ``model``.
+
+        Args:
+            candidates_fn: ``slots -> Candidates`` (e.g. ``lambda s: MaskPatternCandidates(shape, s)``).
+            schedule_fn: ``slots -> Schedule`` (e.g. ``lambda s: CostSchedule(s)``).
+            seed: seeds initial candidates and the mini-batch order.
+            checkpoint_dir: if given, state is saved there atomically every ``checkpoint_every`` steps and a
+                later run with the same model, data, labels and settings resumes from it.
+            verbose: 0 silent, 1 progress line.
+
+        Example:
+            >>> import keras, numpy as np
+            >>> net = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+            >>> x = np.random.default_rng(0).random((40, 6, 6, 1)).astype("float32")
+            >>> inv = LabelBatchedInversion(steps=2, mini_batches=2, batch_size=8)
+            >>> out = inv.run(net, x, [0, 1, 2], lambda s: MaskPatternCandidates((6, 6, 1), s),
+            ...               lambda s: CostSchedule(s), verbose=0)
+            >>> sorted(out), out[2]["mask"].shape, out[2]["steps"]
+            ([0, 1, 2], (6, 6), 2)
+        """
+        labels = [int(l) for l in labels]
+        if not labels:
+            raise ConfigError("no labels to invert; pass at least one label.")
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"labels contain duplicates: {labels}.")
+        x = np.asarray(x, np.float32)
+        n_slots = self.slots_for(len(labels), x.shape[1:])
+        cand, sched = candidates_fn(n_slots), schedule_fn(n_slots)
+        adam = SlotAdam(cand.variables, learning_rate=self.learning_rate, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        stream = MiniBatchStream(len(x), self.batch_size, seed)
+        step_fn = self._make_step(model, cand, adam)
+
+        state = _RunState(n_slots, labels)
+        ckpt = _Checkpoint(checkpoint_dir, self._meta(model, x, labels, seed)) if checkpoint_dir is not None else None
+        if ckpt is not None and ckpt.exists():
+            ckpt.load(state, cand, adam, sched)
+        else:
+            self._fill(state, np.arange(n_slots), cand, adam, sched, seed)
+
+        progress = Progress(len(labels), f"trigger inversion ({n_slots} label(s) per batch)", verbose=verbose)
+        progress.update(len(state.results))
+        since_ckpt = 0
+        while (active := np.flatnonzero(state.slot_label >= 0)).size:
+            acc, reg = self._step(state, active, x, stream, step_fn, sched)
+            improved, stop = sched.update(active, acc, reg)
+            state.slot_steps[active] += 1
+            if improved.any():
+                state.store_best(active[improved], cand.values(active[improved]), acc[improved], reg[improved])
+            state.last_acc[active], state.last_reg[active] = acc, reg
+            finished = active[stop | (state.slot_steps[active] >= self.steps)]
+            if finished.size:
+                state.finish(finished, cand.values(finished))
+                progress.update(len(finished), done=len(state.results))
+                self._fill(state, finished, cand, adam, sched, seed)
+            else:
+                progress.update(0, label_steps=int(state.slot_steps[active].max()), cost=float(sched.cost[active].max()))
+            since_ckpt += 1
+            if ckpt is not None and since_ckpt >= self.checkpoint_every:
+                ckpt.save(state, cand, adam, sched)
+                since_ckpt = 0
+        progress.close()
+        if ckpt is not None:
+            ckpt.save(state, cand, adam, sched)
+        return InversionResult({l: state.results[l] for l in labels})
+
+    def _fill(self, state: _RunState, slots: np.ndarray, cand: Candidates, adam: SlotAdam, sched: Schedule, seed: int) -> None:
+        """Give free ``slots`` the next queued labels (fresh candidate, optimiser and schedule state)."""
+        take = state.next_labels(len(slots))
+        state.slot_label[slots] = -1
+        if not take:
+            return
+        filled = np.asarray(slots[: len(take)])
+        state.assign(filled, take)
+        cand.initialize(filled, np.asarray(take), seed)
+        adam.reset(filled)
+        sched.reset(filled)
+
+    def _step(self, state: _RunState, active: np.ndarray, x: np.ndarray, stream: MiniBatchStream, step_fn: Any, sched: Schedule) -> tuple[np.ndarray, np.ndarray]:
+        """One step (``mini_batches`` updates) for the ``active`` slots; returns their mean accuracy and regulariser."""
+        idx = tf.constant(active, tf.int32)
+        targets = tf.constant(state.slot_label[active], tf.int32)
+        cost = tf.constant(sched.cost[active], tf.float32)
+        hits = np.zeros(len(active))
+        reg = np.zeros(len(active))
+        seen = 0
+        for j in range(self.mini_batches):
+            counters = state.slot_steps[active] * self.mini_batches + j
+            if np.all(counters == counters[0]):  # slots in step: one clean batch, broadcast over labels
+                xb = x[stream.indices(counters[0])][None]
+            else:
+                xb = np.stack([x[stream.indices(c)] for c in counters])
+            h, r = step_fn(tf.constant(xb), idx, targets, cost)
+            hits += h.numpy()
+            reg += r.numpy()
+            seen += xb.shape[1]
+        return hits / seen, reg / self.mini_batches
+
+    def _make_step(self, model: keras.Model, cand: Candidates, adam: SlotAdam) -> Any:
+        loss_kind = self.loss
+
+        @tf.function(reduce_retracing=True)
+        def step(xb: tf.Tensor, idx: tf.Tensor, targets: tf.Tensor, cost: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            with tf.GradientTape(watch_accessed_variables=False) as tape:  # inputs only: no weight gradients
+                params = [tf.gather(v, idx) for v in cand.variables]
+                tape.watch(params)
+                x_adv = cand.apply(xb, params)  # (K, B, H, W, C)
+                k, b = tf.shape(x_adv)[0], tf.shape(x_adv)[1]
+                logits = model(tf.reshape(x_adv, tf.concat([[k * b], tf.shape(x_adv)[2:]], 0)), training=False)
+                logits = tf.reshape(logits, [k, b, -1])
+                per_sample = classification_loss(logits, tf.broadcast_to(targets[:, None], [k, b]), loss_kind)
+                reg = cand.regularizer(params)
+                total = tf.reduce_sum(per_sample) + tf.cast(b, tf.float32) * tf.reduce_sum(cost * reg)
+            grads = tape.gradient(total, params)
+            adam.apply(idx, grads)
+            hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), targets[:, None]), tf.float32), axis=1)
+            return hits, reg
+
+        return step
+
+    def _meta(self, model: keras.Model, x: np.ndarray, labels: list[int], seed: int) -> dict[str, Any]:
+        return {
+            "config": self.get_config(),
+            "labels": labels,
+            "seed": int(seed),
+            "model": _fingerprint(*[np.asarray(w) for w in model.get_weights()]),
+            "data": _fingerprint(x),
+        }
+
+
+class _RunState:
+    """Bookkeeping of one inversion run: which label sits in which slot, queue position, bests, results."""
+
+    def __init__(self, slots: int, labels: list[int]) -> None:
+        self.labels = labels
+        self.queue_pos = 0
+        self.slot_label = np.full(slots, -1, np.int64)
+        self.slot_steps = np.zeros(slots, np.int64)
+        self.last_acc = np.zeros(slots)
+        self.last_reg = np.zeros(slots)
+        self.best: dict[str, np.ndarray] = {}
+        self.best_acc = np.zeros(slots)
+        self.best_reg = np.full(slots, np.inf)
+        self.results: dict[int, dict[str, Any]] = {}
+
+    def next_labels(self, k: int) -> list[int]:
+        take = self.labels[self.queue_pos : self.queue_pos + k]
+        self.queue_pos += len(take)
+        return take
+
+    def assign(self, slots: np.ndarray, labels: list[int]) -> None:
+        self.slot_label[slots] = labels
+        self.slot_steps[slots] = 0
+        self.best_acc[slots], self.best_reg[slots] = 0.0, np.inf
+        for arr in self.best.values():
+            arr[slots] = np.nan
+
+    def store_best(self, slots: np.ndarray, values: dict[str, np.ndarray], acc: np.ndarray, reg: np.ndarray) -> None:
+        for key, val in values.items():
+            if key not in self.best:
+                self.best[key] = np.full((len(self.slot_label), *val.shape[1:]), np.nan, np.float32)
+            self.best[key][slots] = val
+        self.best_acc[slots], self.best_reg[slots] = acc, reg
+
+    def finish(self, slots: np.ndarray, last: dict[str, np.ndarray]) -> None:
+        for i, s in enumerate(slots):
+            valid = bool(np.isfinite(self.best_reg[s]))
+            record = {k: (self.best[k][s].copy() if valid else v[i].copy()) for k, v in last.items()}
+            record.update(
+                reg=float(self.best_reg[s] if valid else self.last_reg[s]),
+                acc=float(self.best_acc[s] if valid else self.last_acc[s]),
+                valid=valid,
+                steps=int(self.slot_steps[s]),
+            )
+            self.results[int(self.slot_label[s])] = record
+
+
+class _Checkpoint:
+    """Atomic save/restore of an inversion run (``state.npz`` + ``meta.json``) in a folder."""
+
+    def __init__(self, directory: str | os.PathLike, meta: dict[str, Any]) -> None:
+        self.dir = Path(directory)
+        self.meta = json.loads(json.dumps(meta))
+
+    def exists(self) -> bool:
+        return (self.dir / "state.npz").exists() and (self.dir / "meta.json").exists()
+
+    def save(self, state: _RunState, cand: Candidates, adam: SlotAdam, sched: Schedule) -> None:
+        arrays: dict[str, np.ndarray] = {f"var{i}": v.numpy() for i, v in enumerate(cand.variables)}
+        arrays.update({f"adam{i}": v.numpy() for i, v in enumerate(adam.state)})
+        arrays.update({f"sched_{k}": v for k, v in sched.state_dict().items()})
+        arrays.update({f"best_{k}": v for k, v in state.best.items()})
+        for name in ("slot_label", "slot_steps", "last_acc", "last_reg", "best_acc", "best_reg"):
+            arrays[name] = getattr(state, name)
+        arrays["queue_pos"] = np.asarray(state.queue_pos)
+        done = sorted(state.results)
+        arrays["done_labels"] = np.asarray(done, np.int64)
+        for key in (state.results[done[0]] if done else {}):
+            arrays[f"result_{key}"] = np.asarray([state.results[l][key] for l in done])
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.dir / "state.npz") as tmp:
+            np.savez(tmp, **arrays)
+        write_json(self.dir / "meta.json", self.meta)
+
+    def load(self, state: _RunState, cand: Candidates, adam: SlotAdam, sched: Schedule) -> None:
+        saved = json.loads((self.dir / "meta.json").read_text(encoding="utf-8"))
+        if saved != self.meta:
+            diff = sorted(k for k in set(saved) | set(self.meta) if saved.get(k) != self.meta.get(k))
+            raise ConfigError(
+                f"checkpoint in {self.dir} belongs to a different run (differs in: {', '.join(diff)}); "
+                "delete it or choose another checkpoint_dir."
+            )
+        with np.load(self.dir / "state.npz") as z:
+            data = {k: z[k] for k in z.files}
+        if any(data[f"var{i}"].shape != tuple(v.shape) for i, v in enumerate(cand.variables)):
+            raise ConfigError(f"checkpoint in {self.dir} has different slot shapes; delete it or choose another checkpoint_dir.")
+        for i, v in enumerate(cand.variables):
+            v.assign(data[f"var{i}"])
+        for i, v in enumerate(adam.state):
+            v.assign(data[f"adam{i}"])
+        sched.load_state_dict({k[len("sched_"):]: v for k, v in data.items() if k.startswith("sched_")})
+        state.best = {k[len("best_"):]: v for k, v in data.items() if k.startswith("best_")}
+        for name in ("slot_label", "slot_steps", "last_acc", "last_reg", "best_acc", "best_reg"):
+            setattr(state, name, data[name])
+        state.queue_pos = int(data["queue_pos"])
+        keys = [k[len("result_"):] for k in data if k.startswith("result_")]
+        for i, label in enumerate(data["done_labels"]):
+            rec = {k: data[f"result_{k}"][i] for k in keys}
+            for k in ("reg", "acc"):
+                rec[k] = float(rec[k])
+            rec["valid"], rec["steps"] = bool(rec["valid"]), int(rec["steps"])
+            state.results[int(label)] = rec

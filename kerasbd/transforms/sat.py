@@ -1,0 +1,85 @@
+"""SAT, the Stochastic Affine Transformation (Zeng et al., ICA3PP 2020), in the fast form DeepSweep uses:
+albumentations 0.4.x ``ShiftScaleRotate(shift_limit=0.16, scale_limit=0.16, rotate_limit=4, border_mode=0, p=1)``.
+
+Per image: angle ~ U(-4, 4) degrees, scale ~ U(0.84, 1.16), dx, dy ~ U(-0.16, 0.16) of the width/height;
+``M = cv2.getRotationMatrix2D((W/2, H/2), angle, scale)`` plus the translation, then ``cv2.warpAffine`` with
+bilinear interpolation and a constant 0 border, on truncated uint8 pixels. The batch is warped with one remap
+over precomputed inverse maps; OpenCV quantises sub-pixel positions to 1/32 in both paths, so a pixel may differ
+from a per-image ``warpAffine`` by one grey level where the two round a coordinate differently.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kerasbd.errors import ConfigError
+from kerasbd.transforms import _ops
+from kerasbd.transforms.base import Transform
+
+__all__ = ["SAT", "affine_matrices"]
+
+
+def affine_matrices(angle: np.ndarray, scale: np.ndarray, dx: np.ndarray, dy: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(N, 2, 3) forward matrices: ``cv2.getRotationMatrix2D((W/2, H/2), angle, scale)`` + (dx*W, dy*H)."""
+    a = np.deg2rad(np.asarray(angle, np.float64))
+    alpha, beta = scale * np.cos(a), scale * np.sin(a)
+    cx, cy = width / 2, height / 2
+    m = np.empty((len(a), 2, 3))
+    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = alpha, beta, (1 - alpha) * cx - beta * cy + dx * width
+    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = -beta, alpha, beta * cx + (1 - alpha) * cy + dy * height
+    return m
+
+
+def inverse_maps(m: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source coordinates (map_x, map_y), float32 (N, H, W), that ``warpAffine`` samples for forward matrices m."""
+    a, b, c, d = m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1]
+    det = a * d - b * c
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    tx = -(ia * m[:, 0, 2] + ib * m[:, 1, 2])
+    ty = -(ic * m[:, 0, 2] + id_ * m[:, 1, 2])
+    u = np.arange(width, dtype=np.float32)[None, None, :]
+    v = np.arange(height, dtype=np.float32)[None, :, None]
+    col = lambda z: z.astype(np.float32)[:, None, None]  # noqa: E731
+    map_x = col(ia) * u + (col(ib) * v + col(tx))
+    map_y = col(ic) * u + (col(id_) * v + col(ty))
+    return map_x, map_y
+
+
+class SAT(Transform):
+    """Random shift, scale and rotation per image (fastSAT), constant ``border_value`` outside the image.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.ones((3, 28, 28, 1), np.float32)
+        >>> y = SAT()(x, rng=0)
+        >>> y.shape, float(y.max())
+        ((3, 28, 28, 1), 1.0)
+    """
+
+    quantizes = True
+
+    def __init__(self, shift_limit: float = 0.16, scale_limit: float = 0.16, rotate_limit: float = 4.0, border_value: int = 0) -> None:
+        for name, v in (("shift_limit", shift_limit), ("scale_limit", scale_limit), ("rotate_limit", rotate_limit)):
+            if v < 0:
+                raise ConfigError(f"{name} must be non-negative, got {v}.")
+        if scale_limit >= 1:
+            raise ConfigError(f"scale_limit must be below 1 (scale 1 +- limit stays positive), got {scale_limit}.")
+        if not 0 <= border_value <= 255:
+            raise ConfigError(f"border_value is a uint8 grey level in [0, 255], got {border_value}.")
+        self.shift_limit, self.scale_limit, self.rotate_limit = shift_limit, scale_limit, rotate_limit
+        self.border_value = border_value
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Draw the per-image parameters (angle in degrees, scale, dx, dy as fractions of the size)."""
+        return {
+            "angle": rng.uniform(-self.rotate_limit, self.rotate_limit, n),
+            "scale": rng.uniform(1 - self.scale_limit, 1 + self.scale_limit, n),
+            "dx": rng.uniform(-self.shift_limit, self.shift_limit, n),
+            "dy": rng.uniform(-self.shift_limit, self.shift_limit, n),
+        }
+
+    def _apply_uint8(self, u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n, h, w, _ = u.shape
+        m = affine_matrices(**self.sample(n, rng), height=h, width=w)
+        map_x, map_y = inverse_maps(m, h, w)
+        return _ops.remap(u, map_x, map_y, border="constant", border_value=self.border_value)

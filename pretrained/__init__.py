@@ -1,0 +1,1 @@
+"""Zoo manifests (JSON facts about published BadNets); installed as ``kerasbd._pretrained``. See kerasbd.zoo."""

@@ -1,0 +1,100 @@
+"""Recipe: Neural Cleanse (Wang et al., S&P 2019) on every real MNIST model in the zoo and the demo's digits BadNet.
+
+For each model: reverse-engineer a trigger per label on the defender's clean validation split (1,000 images of
+the real MNIST test set), run the MAD outlier test, and unlearn the flagged label(s); clean accuracy and ASR
+before/after are measured on the held-out split (the other 9,000). Writes ``results/neural_cleanse.json`` and
+``results/neural_cleanse.md``.
+
+The original optimises 1000 steps × 31 mini-batches of 32 per label. On a CPU that is hours per model, so the
+recipe's defaults are shorter (``--steps 150 --mini-batches 4``: 600 Adam updates per label instead of up to
+31,000); every other constant is the original's. Pass ``--steps 1000 --mini-batches 31`` for the full schedule.
+
+    python recipes/neural_cleanse.py                 # one seed, shortened schedule
+    python recipes/neural_cleanse.py --seeds 0 1 2 --steps 1000 --mini-batches 31
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from kerasbd.defenses import NeuralCleanse
+from kerasbd.experiments import RESULT_COLUMNS, digits_case, mnist_split, mnist_zoo_cases, write_results
+
+# What the Neural Cleanse authors report, where our reference material states it (README of bolunwang/backdoor,
+# GTSRB model, target 33). The paper's per-model MNIST figures are not in our reference notes, so none are
+# printed rather than quoted from memory.
+PAPER = {"gtsrb_bottom_right_white_4_target_33": {"anomaly_index": 3.65, "flagged": [33], "median_l1": 64.47, "mad": 13.24, "target_l1": 16.1}}
+
+COLUMNS = [*RESULT_COLUMNS, "anomaly_index", "flagged", "true_target", "target_flagged", "target_l1", "median_l1", "nc_steps"]
+
+
+def run_case(case, val, test, args, seed: int) -> dict:
+    nc = NeuralCleanse(steps=args.steps, mini_batches=args.mini_batches, loss=args.loss)
+    result = nc.run(case.classifier, clean=val, eval_data=test, backdoors=case.backdoors, seed=seed, verbose=args.verbose)
+    d = result.details
+    target = case.target
+    row = {"model": case.name, **result.summary_row(), "seed": seed}
+    row.update(
+        anomaly_index=round(d["anomaly_index"], 3),
+        flagged=",".join(str(l) for l in d["flagged"]) or "none",
+        true_target="clean" if case.clean_model else ("all-to-all" if target is None else target),
+        target_flagged=None if target is None else target in d["flagged"],
+        target_l1=None if target is None else d["l1_norms"][target],
+        median_l1=round(d["median"], 2),
+        nc_steps=max(d["steps_run"].values()),
+    )
+    if args.save_dir:
+        result.save(os.path.join(args.save_dir, f"{case.name}_seed{seed}"), save_model=False)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--mini-batches", type=int, default=4)
+    parser.add_argument("--loss", default="cross-entropy", choices=["cross-entropy", "original-swapped-ce"])
+    parser.add_argument("--models", nargs="*", help="only these zoo models (default: all MNIST models + digits)")
+    parser.add_argument("--save-dir", default="", help="also save each run's figures and arrays here")
+    parser.add_argument("--out", default="results")
+    parser.add_argument("--verbose", type=int, default=0)
+    args = parser.parse_args()
+
+    val, test = mnist_split(n_val=1000, seed=0)
+    cases = [(c, val, test) for c in mnist_zoo_cases(include_clean=True)]
+    digits, d_val, d_test = digits_case(seed=0)
+    cases.append((digits, d_val, d_test))
+    if args.models:
+        cases = [c for c in cases if c[0].name in args.models]
+
+    rows = []
+    for seed in args.seeds:
+        for case, v, t in cases:
+            rows.append(run_case(case, v, t, args, seed))
+            r = rows[-1]
+            print(f"{r['model']:34s} seed {seed}: anomaly index {r['anomaly_index']:.2f}, flagged {r['flagged']} "
+                  f"(true target {r['true_target']}); ACC {r['clean_acc_before']:.4f}→{r['clean_acc']:.4f} "
+                  f"ASR {r['asr_before'] if r['asr_before'] is not None else float('nan'):.4f}→"
+                  f"{r['asr'] if r['asr'] is not None else float('nan'):.4f} ({r['seconds']:.0f} s)", flush=True)
+
+    paper = PAPER["gtsrb_bottom_right_white_4_target_33"]
+    print(f"Paper (NC README, GTSRB target 33): anomaly index {paper['anomaly_index']}, flagged {paper['flagged']}, "
+          f"median L1 {paper['median_l1']}, MAD {paper['mad']}, target L1 {paper['target_l1']} — no GTSRB data in the zoo, so no row of ours.")
+    notes = (
+        f"Neural Cleanse with the original's constants except the length: {args.steps} steps × {args.mini_batches} mini-batches "
+        f"of 32 per label (original: 1000 × 31), loss `{args.loss}`; unlearning: 1 epoch, Adam 1e-3, 20 % of the 1,000 "
+        "validation images stamped with the reversed trigger(s) of the flagged label(s), correct labels. ACC/ASR on the "
+        "held-out 9,000 MNIST test images (digits: the demo's held-out split). Seeds: "
+        f"{', '.join(map(str, args.seeds))}. `flagged` = labels with anomaly index > 2 below the median; `nc_steps` = the "
+        "longest label's steps. Paper reference (NC README, GTSRB, target 33): anomaly index 3.65, flagged label 33 — "
+        "the zoo has no GTSRB data, so the NC GTSRB model is not run here."
+    )
+    write_results("neural_cleanse", rows, columns=COLUMNS, directory=args.out, notes=notes,
+                  meta={"steps": args.steps, "mini_batches": args.mini_batches, "loss": args.loss, "seeds": args.seeds, "paper": PAPER})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""A BadNet trained under tf.distribute's mirrored strategy over two logical CPU devices reaches the same band.
+
+The logical devices must be configured before TensorFlow initialises, so the check runs in a fresh subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import json
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    import keras
+    from kerasbd.attacks import Backdoor, Patch, train_badnet
+    from kerasbd.data import load_digits, split_defender
+    from kerasbd.metrics import evaluate_backdoor
+    from kerasbd.training import get_strategy
+
+    (x_test, y_test), (x_train, y_train) = split_defender(*load_digits(8), n_val=300, seed=0)
+    backdoor = Backdoor(Patch(2, "bottom-right"), 0, "square")
+    out = {"devices": len(tf.config.list_logical_devices("CPU"))}
+    for kind in ("default", "mirrored"):
+        keras.utils.set_random_seed(0)
+        net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
+        strategy = get_strategy(kind)
+        train_badnet(net, x_train, y_train, backdoor, rate=0.1, epochs=10, batch_size=32,
+                     learning_rate=3e-3, seed=0, strategy=strategy)
+        r = evaluate_backdoor(net, x_test, y_test, [backdoor])
+        out[kind] = {"replicas": strategy.num_replicas_in_sync, "clean_acc": r["clean_acc"], "asr": r["asr"]}
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def test_mirrored_strategy_matches_single_device():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+    res = json.loads(line[len("RESULT "):])
+    assert res["devices"] == 2
+    assert res["default"]["replicas"] == 1 and res["mirrored"]["replicas"] == 2
+    for kind in ("default", "mirrored"):
+        assert res[kind]["clean_acc"] > 0.85 and res[kind]["asr"] > 0.9, res
+    assert abs(res["mirrored"]["clean_acc"] - res["default"]["clean_acc"]) < 0.05, res
+    assert abs(res["mirrored"]["asr"] - res["default"]["asr"]) < 0.08, res
