@@ -16,7 +16,7 @@ held-out rest, from which ``--n-eval`` clean images and ``--n-eval`` triggered n
 Detector thresholds: STRIP at FRR 1 % (normal fit, the original rule), feature squeezing at FPR 5 % (the
 original); TPR at 1 %/5 % FPR and AUC come from the full ROC curve on held-out data.
 
-Run: ``python recipes/input_detectors.py`` (about 10–20 minutes on two CPU cores; ``--quick`` for a smoke run).
+Run: ``python recipes/input_detectors.py`` (tens of minutes on two shared CPU cores; ``--quick`` for a smoke run).
 """
 
 from __future__ import annotations

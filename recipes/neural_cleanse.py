@@ -40,7 +40,7 @@ def run_case(case, val, test, args, seed: int) -> dict:
     row.update(
         anomaly_index=round(d["anomaly_index"], 3),
         flagged=",".join(str(l) for l in d["flagged"]) or "none",
-        true_target="clean" if case.clean_model else ("all-to-all" if target is None else target),
+        true_target="clean" if case.clean_model else ("all-to-all" if target is None else str(target)),
         target_flagged=None if target is None else target in d["flagged"],
         target_l1=None if target is None else d["l1_norms"][target],
         median_l1=round(d["median"], 2),

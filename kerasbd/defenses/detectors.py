@@ -26,8 +26,8 @@ __all__ = ["SoftmaxPredictor", "DetectorLayer", "detector_model", "far_frr_repor
 class SoftmaxPredictor:
     """Softmax probabilities of a logits model, in fixed-size chunks through one traced function.
 
-    A fixed chunk size keeps the traced graph's shape stable (no retracing per call), and the chunk bounds
-    peak memory when a caller hands over a large batch (STRIP: inputs × overlays).
+    The function is traced once for any batch size, and the chunk bounds peak memory when a caller hands over
+    a large batch (STRIP: inputs × overlays).
 
     Example:
         >>> import keras, numpy as np
@@ -40,7 +40,9 @@ class SoftmaxPredictor:
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size}.")
         self.model, self.batch_size = model, int(batch_size)
-        self._fn = tf.function(lambda x: tf.nn.softmax(model(x, training=False), axis=-1), reduce_retracing=True)
+        # A batch-agnostic signature: one trace serves every chunk size, including the last, shorter one.
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        self._fn = tf.function(lambda x: tf.nn.softmax(model(x, training=False), axis=-1), input_signature=[spec])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = [self._fn(tf.constant(x[i : i + self.batch_size])).numpy() for i in range(0, len(x), self.batch_size)]

@@ -99,6 +99,7 @@ class Candidates(Protocol):
 
     variables: list[tf.Variable]
 
+    def get_config(self) -> dict[str, Any]: ...
     def initialize(self, slots: np.ndarray, labels: np.ndarray, seed: int) -> None: ...
     def apply(self, x: tf.Tensor, params: list[tf.Tensor]) -> tf.Tensor: ...
     def regularizer(self, params: list[tf.Tensor]) -> tf.Tensor: ...
@@ -110,6 +111,7 @@ class Schedule(Protocol):
 
     cost: np.ndarray
 
+    def get_config(self) -> dict[str, Any]: ...
     def reset(self, slots: np.ndarray) -> None: ...
     def update(self, slots: np.ndarray, acc: np.ndarray, reg: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
     def state_dict(self) -> dict[str, np.ndarray]: ...
@@ -147,6 +149,9 @@ class MaskPatternCandidates:
         self.mask_tanh = tf.Variable(tf.zeros((slots, h, w, 1)), trainable=False, name="mask_tanh")
         self.pattern_tanh = tf.Variable(tf.zeros((slots, h, w, c)), trainable=False, name="pattern_tanh")
         self.variables = [self.mask_tanh, self.pattern_tanh]
+
+    def get_config(self) -> dict[str, Any]:
+        return {"image_shape": list(self.image_shape), "regularization": self.regularization, "epsilon": self.epsilon}
 
     def initialize(self, slots: np.ndarray, labels: np.ndarray, seed: int) -> None:
         h, w, c = self.image_shape
@@ -275,6 +280,11 @@ class CostSchedule:
         self.reg_best = np.full(slots, np.inf)
         self.es_counter = np.zeros(slots, np.int64)
         self.es_reg_best = np.full(slots, np.inf)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"init_cost": self.init_cost, "attack_succ_threshold": self.threshold, "patience": self.patience,
+                "cost_multiplier": self.up, "reset_cost_to_zero": self.reset_cost_to_zero, "early_stop": self.early_stop,
+                "early_stop_threshold": self.es_threshold, "early_stop_patience": self.es_patience}
 
     def reset(self, slots: np.ndarray) -> None:
         """Fresh state for the labels that just entered ``slots``."""
@@ -485,7 +495,8 @@ class LabelBatchedInversion:
         step_fn = self._make_step(model, cand, adam)
 
         state = _RunState(n_slots, labels)
-        ckpt = _Checkpoint(checkpoint_dir, self._meta(model, x, labels, seed)) if checkpoint_dir is not None else None
+        meta = {**self._meta(model, x, labels, seed), "candidates": cand.get_config(), "schedule": sched.get_config()}
+        ckpt = _Checkpoint(checkpoint_dir, meta) if checkpoint_dir is not None else None
         if ckpt is not None and ckpt.exists():
             ckpt.load(state, cand, adam, sched)
         else:
