@@ -2,12 +2,14 @@
 
 For each pipeline and image size, the same N random images go through (a) the kerasbd transform on the whole
 batch, (b) a straightforward Python loop calling the same OpenCV/NumPy operations image by image, and (c) the
-equivalent albumentations composition per image (null where none exists). OpenCV runs single-threaded in all
-three so the comparison measures batching, not thread counts. Writes benchmarks/results/transforms.json and
-transforms.md atomically.
+equivalent albumentations composition per image (null where none exists). OpenCV runs single-threaded
+(``cv2.setNumThreads(1)``) in all three so the comparison measures batching, not thread counts; none of the
+columns calls BLAS. The machine is shared, so each repeat times the three columns back to back (interleaved) and
+the table reports the median over repeats (every repeat's time is kept in the JSON). Writes
+benchmarks/results/transforms.json and transforms.md atomically.
 
-    python benchmarks/transforms.py            # N = 10,000 (a few minutes)
-    python benchmarks/transforms.py --n 1000   # quick check
+    python benchmarks/transforms.py                # N = 10,000, 3 interleaved repeats (several minutes)
+    python benchmarks/transforms.py --n 1000 --repeat 1   # quick check
 """
 
 from __future__ import annotations
@@ -184,13 +186,10 @@ PIPELINES: dict[str, tuple[Callable[[], T.Transform], Callable, Callable | None,
 }
 
 
-def _ips(fn: Callable[[], object], n: int, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return n / best
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def run(n: int, repeat: int, only: list[str] | None) -> list[dict]:
@@ -204,16 +203,26 @@ def run(n: int, repeat: int, only: list[str] | None) -> list[dict]:
             x = np.random.default_rng(0).random((m, *shape), dtype=np.float32)
             u8 = _u8(x)
             t = make()
-            row = {"pipeline": name, "size": size_name, "n": m}
-            row["kerasbd_ips"] = _ips(lambda: t(x, 0), m, repeat)
             rng = np.random.default_rng(0)
-            row["loop_ips"] = _ips(lambda: [loop(img, rng) for img in x], m, repeat)
-            row["albumentations_ips"] = None
+            columns = {
+                "kerasbd": lambda: t(x, 0),
+                "loop": lambda: [loop(img, rng) for img in x],
+            }
             if alb is not None and A is not None:
                 comp = alb(*shape[:2])
-                row["albumentations_ips"] = _ips(lambda: [comp(image=img)["image"] for img in u8], m, repeat)
+                columns["albumentations"] = lambda: [comp(image=img)["image"] for img in u8]
+            times: dict[str, list[float]] = {k: [] for k in columns}
+            for _ in range(repeat):  # interleaved, so a burst of load on the shared machine hits every column
+                for key, fn in columns.items():
+                    times[key].append(_seconds(fn))
+            row = {"pipeline": name, "size": size_name, "n": m}
+            for key in ("kerasbd", "loop", "albumentations"):
+                row[f"{key}_ips"] = m / float(np.median(times[key])) if key in times else None
             others = [v for v in (row["loop_ips"], row["albumentations_ips"]) if v]
+            row["speedup_vs_loop"] = row["kerasbd_ips"] / row["loop_ips"]
+            row["speedup_vs_albumentations"] = row["kerasbd_ips"] / row["albumentations_ips"] if row["albumentations_ips"] else None
             row["speedup_vs_best_other"] = row["kerasbd_ips"] / max(others)
+            row["seconds"] = {k: [round(v, 4) for v in ts] for k, ts in times.items()}
             rows.append(row)
             print(f"{name:24s} {size_name}: kerasbd {row['kerasbd_ips']:>10.0f}/s  loop {row['loop_ips']:>9.0f}/s  "
                   f"albumentations {row['albumentations_ips'] or float('nan'):>9.0f}/s  x{row['speedup_vs_best_other']:.1f}", flush=True)
@@ -223,7 +232,7 @@ def run(n: int, repeat: int, only: list[str] | None) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000, help="images per batch (default 10000)")
-    ap.add_argument("--repeat", type=int, default=1, help="timed repetitions, best kept (default 1)")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved timed repetitions, median kept (default 3)")
     ap.add_argument("--only", nargs="*", help="pipeline names to run (default: all)")
     ap.add_argument("--out", type=Path, default=RESULTS / "transforms.json")
     args = ap.parse_args()
@@ -237,12 +246,15 @@ def main() -> None:
     table = markdown_table([
         {"pipeline": r["pipeline"], "size": r["size"], "N": r["n"], "kerasbd img/s": fmt(r["kerasbd_ips"]),
          "per-image loop img/s": fmt(r["loop_ips"]), "albumentations img/s": fmt(r["albumentations_ips"]),
-         "speed-up vs best other": f"{r['speedup_vs_best_other']:.1f}x"} for r in rows
+         "vs loop": f"{r['speedup_vs_loop']:.1f}x",
+         "vs albumentations": "—" if r["speedup_vs_albumentations"] is None else f"{r['speedup_vs_albumentations']:.1f}x",
+         "vs best other": f"{r['speedup_vs_best_other']:.1f}x"} for r in rows
     ])
     note = (
         "# Transform throughput\n\nProduced by `python benchmarks/transforms.py"
-        f"{'' if args.n == 10_000 else f' --n {args.n}'}` (OpenCV {meta['opencv']}, albumentations "
-        f"{meta['albumentations']}, OpenCV single-threaded, best of {args.repeat}, {meta['cpus']} CPUs shared with other jobs).\n"
+        f"{'' if args.n == 10_000 else f' --n {args.n}'}{'' if args.repeat == 3 else f' --repeat {args.repeat}'}` (OpenCV {meta['opencv']}, albumentations "
+        f"{meta['albumentations']}, OpenCV single-threaded in every column, median of {args.repeat} interleaved repeats, "
+        f"{meta['cpus']} CPUs shared with other jobs, so absolute rates are noisy; per-repeat seconds are in the JSON).\n"
         "The albumentations intensive composition runs GYM's RAND step as an `A.Lambda` (no equivalent exists).\n\n"
     )
     write_text(args.out.with_suffix(".md"), note + table + "\n")

@@ -11,12 +11,15 @@ recipe's defaults are shorter (``--steps 150 --mini-batches 4``: 600 Adam update
 
     python recipes/neural_cleanse.py                 # one seed, shortened schedule
     python recipes/neural_cleanse.py --seeds 0 1 2 --steps 1000 --mini-batches 31
+    python recipes/neural_cleanse.py --steps 60 --mini-batches 31 --models dillonsd_baseline dillonsd_pattern_all_to_one \
+        --name neural_cleanse_long      # the original's step length, capped at 60 steps
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -28,6 +31,7 @@ from kerasbd.experiments import RESULT_COLUMNS, digits_case, mnist_split, mnist_
 # printed rather than quoted from memory.
 PAPER = {"gtsrb_bottom_right_white_4_target_33": {"anomaly_index": 3.65, "flagged": [33], "median_l1": 64.47, "mad": 13.24, "target_l1": 16.1}}
 
+DIGITS = "digits-lenet5-patch"  # the demo's BadNet, named by kerasbd.experiments.digits_case
 COLUMNS = [*RESULT_COLUMNS, "anomaly_index", "flagged", "true_target", "target_flagged", "target_l1", "median_l1", "nc_steps"]
 
 
@@ -60,15 +64,14 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", help="only these zoo models (default: all MNIST models + digits)")
     parser.add_argument("--save-dir", default="", help="also save each run's figures and arrays here")
     parser.add_argument("--out", default="results")
+    parser.add_argument("--name", default="neural_cleanse", help="result file name (e.g. neural_cleanse_long for a longer schedule)")
     parser.add_argument("--verbose", type=int, default=0)
     args = parser.parse_args()
 
     val, test = mnist_split(n_val=1000, seed=0)
-    cases = [(c, val, test) for c in mnist_zoo_cases(include_clean=True)]
-    digits, d_val, d_test = digits_case(seed=0)
-    cases.append((digits, d_val, d_test))
-    if args.models:
-        cases = [c for c in cases if c[0].name in args.models]
+    cases = [(c, val, test) for c in mnist_zoo_cases(include_clean=True) if not args.models or c.name in args.models]
+    if not args.models or DIGITS in args.models:
+        cases.append(digits_case(seed=0))
 
     rows = []
     for seed in args.seeds:
@@ -84,6 +87,7 @@ def main() -> None:
     print(f"Paper (NC README, GTSRB target 33): anomaly index {paper['anomaly_index']}, flagged {paper['flagged']}, "
           f"median L1 {paper['median_l1']}, MAD {paper['mad']}, target L1 {paper['target_l1']} — no GTSRB data in the zoo, so no row of ours.")
     notes = (
+        f"Command: `python recipes/neural_cleanse.py {' '.join(sys.argv[1:])}`. "
         f"Neural Cleanse with the original's constants except the length: {args.steps} steps × {args.mini_batches} mini-batches "
         f"of 32 per label (original: 1000 × 31), loss `{args.loss}`; unlearning: 1 epoch, Adam 1e-3, 20 % of the 1,000 "
         "validation images stamped with the reversed trigger(s) of the flagged label(s), correct labels. ACC/ASR on the "
@@ -92,7 +96,16 @@ def main() -> None:
         "longest label's steps. Paper reference (NC README, GTSRB, target 33): anomaly index 3.65, flagged label 33 — "
         "the zoo has no GTSRB data, so the NC GTSRB model is not run here."
     )
-    write_results("neural_cleanse", rows, columns=COLUMNS, directory=args.out, notes=notes,
+    one = [r for r in rows if r["target_flagged"] is not None]
+    clean = [r for r in rows if r["true_target"] == "clean"]
+    one_text = "; ".join(f"{r['model']} seed {r['seed']}: AI {r['anomaly_index']}, flagged {r['flagged']}" for r in one)
+    clean_text = "; ".join(f"{r['model']} seed {r['seed']}: AI {r['anomaly_index']}" for r in clean)
+    notes += (
+        f"\n\nOutcome: true target flagged in {sum(bool(r['target_flagged']) for r in one)} of {len(one)} all-to-one runs "
+        f"({one_text}); anomaly index < 2 in {sum(r['anomaly_index'] < 2 for r in clean)} of {len(clean)} clean-model runs "
+        f"({clean_text})."
+    )
+    write_results(args.name, rows, columns=COLUMNS, directory=args.out, notes=notes,
                   meta={"steps": args.steps, "mini_batches": args.mini_batches, "loss": args.loss, "seeds": args.seeds, "paper": PAPER})
 
 

