@@ -80,9 +80,9 @@ def main() -> None:
         "",
         markdown_table(rows),
         "",
-        "On a CPU the gain comes from removing per-update overhead (Python, dispatch, small-batch kernels), so it is large for "
-        "small networks and shrinks for convolution-heavy ones where the arithmetic dominates either way; on a GPU the "
-        "batched form also fills the device.",
+        "Batching removes per-update overhead (Python, dispatch, small-batch kernels) but not arithmetic: on a few shared "
+        "CPU cores, where each convolution is already compute-bound, the gain is small; the batched form is meant for "
+        "accelerators, where one large batch fills the device. Numbers on a machine shared with other jobs are noisy.",
         "",
     ]
     write_text(os.path.join(args.out, "neural_cleanse.md"), "\n".join(notes))

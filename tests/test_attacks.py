@@ -443,3 +443,18 @@ def test_train_badnet_learns_the_backdoor():
     assert hist.history["loss"][-1] < hist.history["loss"][0]
     r = evaluate_backdoor(net, x[1500:], y[1500:], [bd])
     assert r["clean_acc"] > 0.85 and r["asr"] > 0.9, r
+
+
+def test_load_spec_resolves_image_relative_to_spec_file(tmp_path, monkeypatch):
+    import cv2
+
+    folder = tmp_path / "attack"
+    folder.mkdir()
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = 255, 255
+    cv2.imwrite(str(folder / "mark.png"), rgba)
+    (folder / "spec.json").write_text(json.dumps({"trigger": {"type": "image", "path": "mark.png", "position": [0, 0]},
+                                                  "target": {"type": "all-to-one", "label": 1}}))
+    monkeypatch.chdir(tmp_path)  # the image is not in the working directory, only beside the spec
+    [bd] = load_spec(folder / "spec.json").backdoors
+    assert bd.trigger.apply(np.zeros((1, 4, 4, 3), np.float32))[0, :2, :2].min() == 1.0

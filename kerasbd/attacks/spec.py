@@ -139,7 +139,21 @@ def load_spec(path: str | os.PathLike) -> AttackSpec:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TriggerError(f"{p} is not valid JSON: {exc}") from exc
-    return parse_spec(doc)
+    return parse_spec(_anchor_paths(doc, p.resolve().parent))
+
+
+def _anchor_paths(doc: Any, base: Path) -> Any:
+    """Make relative image paths in a spec file relative to the file's folder (where its author put them)."""
+    if isinstance(doc, list):
+        return [_anchor_paths(d, base) for d in doc]
+    if not isinstance(doc, dict):
+        return doc
+    out = {k: _anchor_paths(v, base) for k, v in doc.items()}
+    for key in ("path", "pattern"):
+        value = out.get(key)
+        if isinstance(value, str) and not value.startswith("zoo:") and not Path(value).is_absolute() and (base / value).is_file():
+            out[key] = str(base / value)
+    return out
 
 
 def to_spec(backdoors: Backdoor | Sequence[Backdoor], input_spec: InputSpec | None = None) -> dict[str, Any]:

@@ -1,22 +1,19 @@
 """Batched OpenCV kernels shared by the transforms.
 
-At 32x32 an OpenCV call spends more time on overhead than on pixels, and OpenCV's SIMD median and remap loops
-run far faster on long rows than on 32-pixel ones (a 5x5 median over a wide mosaic is 5-10x faster per pixel
-than over the same pixels as separate images, OpenCV 5.0, one thread). The helpers therefore lay a chunk of
-images out as a *mosaic*: a grid of tiles, each image padded by the pixels the per-image call would have
-synthesised beyond its edges (the same border rule), so one call over the mosaic gives every image exactly
-the output of its own call:
+OpenCV's SIMD 5x5 median runs far faster over long rows than over 32-pixel ones: over a wide mosaic it is 5-10x
+faster per pixel than over the same pixels as separate images (OpenCV 5.0, one thread). ``median_blur`` therefore
+lays a chunk of images out as a *mosaic*, a grid of tiles each padded by ksize//2 replicated pixels (the border
+``cv2.medianBlur`` synthesises), calls ``cv2.medianBlur`` once and crops the tiles back: bit-identical to the
+per-image loop.
 
-* ``median_blur``: tiles padded by ksize//2 replicated pixels (``cv2.medianBlur`` replicates its border), one
-  ``cv2.medianBlur`` over the mosaic -- bit-identical to the per-image loop;
-* ``remap``: tiles padded by the constant border (1 px) or reflect-101 rows/columns; sample coordinates are
-  clamped into that padding and shifted to the tile, one ``cv2.remap`` over the mosaic. Coordinates are float32,
-  so adding a tile offset of a few hundred pixels costs them some fractional precision: about 0.1% of pixels
-  differ by one grey level from a per-image remap. Mosaics for remap are therefore kept narrow;
-* ``resize`` (bilinear/area/cubic) is a per-image loop writing into one output array: resizing a mosaic would
-  blend neighbouring tiles and re-derive interpolation weights from large coordinates, and stacking images on
-  the channel axis sends OpenCV down its slow generic path. Nearest-neighbour resizes are index gathers with
-  OpenCV's ``floor(dst * src / dst_size)`` rule.
+The geometric kernels stay per image, writing into one output array (``dst=``, no per-image allocation):
+
+* ``resize`` (bilinear/area/cubic): a resized mosaic would blend neighbouring tiles and derive its interpolation
+  weights from large, less precise coordinates; stacking images on the channel axis sends OpenCV down a slow
+  generic path. Nearest-neighbour resizes are index gathers with OpenCV's ``floor(dst * src / dst_size)`` rule;
+* ``warp_affine`` / ``remap``: both are compute-bound already, and a per-image ``warpAffine`` (coordinates
+  derived on the fly) beats a mosaic remap over precomputed float maps, which also loses coordinate precision
+  to the tile offsets.
 """
 
 from __future__ import annotations
@@ -143,6 +140,17 @@ def remap(
     value = (border_value,) * 4
     for i in range(n):
         cv2.remap(_cv_image(img[i]), map_x[i], map_y[i], cv2.INTER_LINEAR, dst=_cv_image(out[i]), borderMode=_BORDERS[border], borderValue=value)
+    return out
+
+
+def warp_affine(img: np.ndarray, m: np.ndarray, border_value: float = 0.0) -> np.ndarray:
+    """``cv2.warpAffine(img[i], m[i], (W, H), INTER_LINEAR, BORDER_CONSTANT)`` for every image of a batch; m is
+    (N, 2, 3). Per image: OpenCV derives the coordinates on the fly, faster than any precomputed map."""
+    n, h, w, _ = img.shape
+    out = np.empty_like(img)
+    value = (border_value,) * 4
+    for i in range(n):
+        cv2.warpAffine(_cv_image(img[i]), m[i], (w, h), dst=_cv_image(out[i]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=value)
     return out
 
 
