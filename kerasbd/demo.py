@@ -1,6 +1,6 @@
 """``kerasbd demo``: the whole job on the embedded default data, in about a minute on a laptop CPU.
 
-scikit-learn's bundled digits (1,797 images, upscaled to 16×16) are split into an attacker's training set,
+scikit-learn's bundled digits (1,797 images, upscaled to MNIST's 28×28) are split into an attacker's training set,
 a defender's small clean validation set and a held-out test set. A LeNet-5 BadNet is trained with a 3×3 white
 patch in the bottom-right corner that sends every digit to 0. The demo reports its clean accuracy and attack
 success rate, then runs each registered defense and input detector on the defender's split and reports their
@@ -19,7 +19,7 @@ import numpy as np
 
 from kerasbd.errors import ConfigError
 
-__all__ = ["DigitsBadNet", "digits_badnet", "run_demo", "DEMO_TRIGGER_SPEC"]
+__all__ = ["DigitsBadNet", "digits_badnet", "demo_defense", "run_demo", "DEMO_TRIGGER_SPEC"]
 
 DEMO_TRIGGER_SPEC: dict[str, Any] = {
     "name": "digits-patch",
@@ -27,13 +27,23 @@ DEMO_TRIGGER_SPEC: dict[str, Any] = {
     "target": {"type": "all-to-one", "label": 0},
 }
 
-# Budgets for --quick (smoke runs in CI-sized time); parameters not named keep each defense's defaults.
+# The demo's defender holds ~360 clean 28×28 images, so two defaults are scaled: GYM uses its "mnist" preset
+# (see kerasbd.defenses.gym.PRESETS) and NNoculation batches of 32 (batch 1283 would be one step per epoch).
+_SETTINGS: dict[str, dict[str, Any]] = {"nnoculation-pre": {"batch_size": 32}}
+# Smaller budgets for --quick (a smoke run of about a minute).
 _QUICK: dict[str, dict[str, Any]] = {
-    "gym": {"rounds": 2},
-    "nnoculation-pre": {"learning_rates": [1.0], "noise_fractions": [0.1, 0.3], "epochs": 2},
-    "fine-pruning": {"fine_tune_epochs": 1},
-    "neural-cleanse": {"steps": 30},
+    "gym": {"rounds": 10},
+    "nnoculation-pre": {"learning_rates": [1.0, 3.0], "noise_fractions": [0.2, 0.4], "epochs": 3},
+    "neural-cleanse": {"steps": 20, "mini_batches": 8},
 }
+
+
+def demo_defense(name: str, quick: bool = False) -> Any:
+    """The demo's configured instance of defense ``name``."""
+    from kerasbd.defenses import DEFENSES, GYM
+
+    params = {**_SETTINGS.get(name, {}), **(_QUICK.get(name, {}) if quick else {})}
+    return GYM.preset("mnist", **params) if name == "gym" else DEFENSES[name].from_config(params)
 
 
 @dataclasses.dataclass
@@ -49,8 +59,8 @@ class DigitsBadNet:
     seconds: float
 
 
-def digits_badnet(seed: int = 0, *, size: int = 16, poison_rate: float = 0.1, epochs: int = 30, verbose: int = 0) -> DigitsBadNet:
-    """Train the demo BadNet: LeNet-5 on 16×16 digits, 3×3 white bottom-right patch → label 0.
+def digits_badnet(seed: int = 0, *, size: int = 28, poison_rate: float = 0.1, epochs: int = 30, verbose: int = 0) -> DigitsBadNet:
+    """Train the demo BadNet: LeNet-5 on 28×28 digits, 3×3 white bottom-right patch → label 0.
 
     60 % of the digits train the attacker's model, 20 % form the defender's clean validation set, 20 % the
     held-out test set (stratified, seeded).
@@ -58,7 +68,7 @@ def digits_badnet(seed: int = 0, *, size: int = 16, poison_rate: float = 0.1, ep
     Example:
         >>> case = digits_badnet(seed=0, epochs=1)  # doctest: +SKIP
         >>> case.val[0].shape  # doctest: +SKIP
-        (359, 16, 16, 1)
+        (359, 28, 28, 1)
     """
     from kerasbd.attacks import from_spec, train_badnet
     from kerasbd.data import load_digits, split_defender
@@ -95,7 +105,7 @@ def run_demo(seed: int = 0, defenses: str = "all", out: str | Path | None = "run
     from kerasbd.results import markdown_table
 
     say = print if verbose else (lambda *a, **k: None)
-    say(f"kerasbd demo (seed {seed}): training a LeNet-5 BadNet on scikit-learn digits (16×16), trigger 3×3 patch → 0 ...")
+    say(f"kerasbd demo (seed {seed}): training a LeNet-5 BadNet on scikit-learn digits (28×28), trigger 3×3 patch → 0 ...")
     case = digits_badnet(seed, epochs=10 if quick else 30)
     before = evaluate_backdoor(case.model, *case.test, case.backdoors)
     say(f"BadNet trained in {case.seconds:.1f}s: clean accuracy {before['clean_acc']:.4f}, attack success rate {before['asr']:.4f} "
@@ -104,9 +114,8 @@ def run_demo(seed: int = 0, defenses: str = "all", out: str | Path | None = "run
     rows = [{"defense": "none (BadNet)", "clean_acc": before["clean_acc"], "asr": before["asr"], "robust_acc": before["robust_acc"], "der": None, "seconds": round(case.seconds, 2)}]
     results = {}
     for name in _selected(defenses, DEFENSES):
-        params = _QUICK.get(name, {}) if quick else {}
         say(f"running defense {name} ...")
-        result = DEFENSES[name].from_config(params).run(case.model, case.val, eval_data=case.test, backdoors=case.backdoors, seed=seed, verbose=verbose)
+        result = demo_defense(name, quick).run(case.model, case.val, eval_data=case.test, backdoors=case.backdoors, seed=seed, verbose=verbose)
         results[name] = result
         row = result.summary_row()
         rows.append({k: row[k] for k in ("defense", "clean_acc", "asr", "robust_acc", "der", "seconds")})

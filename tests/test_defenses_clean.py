@@ -202,3 +202,33 @@ def test_gym_rejects_bad_config():
         GYM(rounds=0)
     with pytest.raises(ConfigError):
         GYM(intensive="median")
+    with pytest.raises(ConfigError, match="preset"):
+        GYM.preset("cifar")
+
+
+def test_gym_presets_keep_original_defaults_and_scale_mnist():
+    original, mnist = GYM.preset("original"), GYM.preset("mnist", rounds=2)
+    assert original.get_config() == GYM().get_config()
+    assert (GYM().optimizer, GYM().learning_rate, GYM().rounds, GYM().batch_size, GYM().mix_clean) == ("adadelta", 0.03, 5, 10, False)
+    assert mnist.rounds == 2 and mnist.mix_clean and mnist.optimizer == "adam"
+    intensive, lightweight = mnist.pipelines()
+    steps = [type(t).__name__ for t in intensive.transforms]
+    assert "Downscale" not in steps  # the 0.25 nearest down/up-scale would leave 7x7 pixels of a digit
+    assert all(getattr(t, "ksize", 3) == 3 for t in (*intensive.transforms, *lightweight.transforms))
+    assert lightweight.transforms[-1].shift_limit == pytest.approx(0.08)
+
+
+def test_gym_mix_clean_trains_on_clean_copies(badnet, monkeypatch):
+    import kerasbd.training as training
+
+    seen = {}
+    real = training.fit_classifier
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "fit_classifier", spy)
+    x, y = badnet.val
+    GYM(rounds=1, batch_size=32, mix_clean=True).run(badnet.model, (x[:64], y[:64]), seed=0, verbose=0)
+    assert seen["mix_clean"] is True and seen["epochs"] == 1

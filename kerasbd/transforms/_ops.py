@@ -6,14 +6,18 @@ lays a chunk of images out as a *mosaic*, a grid of tiles each padded by ksize//
 ``cv2.medianBlur`` synthesises), calls ``cv2.medianBlur`` once and crops the tiles back: bit-identical to the
 per-image loop.
 
-The geometric kernels stay per image, writing into one output array (``dst=``, no per-image allocation):
+Bilinear float resizes are separable in OpenCV: each output row is a horizontal pass over two source rows,
+then a vertical blend of the two, with coefficients that depend only on the source and destination lengths along
+that axis. ``resize`` therefore runs the horizontal pass over the whole batch stacked as one tall (N*H, W) image
+(its vertical coefficients are then exactly (1, 0)) and the vertical pass over the batch laid side by side as one
+wide (H, N*W') image (horizontal coefficients (1, 0)): two OpenCV calls per batch, bit-identical to the per-image
+call (float32 only; OpenCV's uint8 path rounds between the passes). Other interpolations stay per image, writing
+into one output array (``dst=``, no per-image allocation); nearest-neighbour resizes are index gathers with
+OpenCV's ``floor(dst * src / dst_size)`` rule.
 
-* ``resize`` (bilinear/area/cubic): a resized mosaic would blend neighbouring tiles and derive its interpolation
-  weights from large, less precise coordinates; stacking images on the channel axis sends OpenCV down a slow
-  generic path. Nearest-neighbour resizes are index gathers with OpenCV's ``floor(dst * src / dst_size)`` rule;
-* ``warp_affine`` / ``remap``: both are compute-bound already, and a per-image ``warpAffine`` (coordinates
-  derived on the fly) beats a mosaic remap over precomputed float maps, which also loses coordinate precision
-  to the tile offsets.
+``warp_affine`` / ``remap`` stay per image: both are compute-bound already, and a per-image ``warpAffine``
+(coordinates derived on the fly) beats a mosaic remap over precomputed float maps, which also loses coordinate
+precision to the tile offsets.
 """
 
 from __future__ import annotations
@@ -52,17 +56,18 @@ def _fill_border(t: np.ndarray, pad: int, h: int, w: int, border: str, value: fl
         t[..., :, pad + w - 1 + i, :] = t[..., :, pad + w - 1 - i * step, :]
 
 
-def to_mosaic(u: np.ndarray, pad: int, per_row: int, border: str, value: float = 0.0) -> np.ndarray:
+def to_mosaic(u: np.ndarray, pad: int, per_row: int, border: str, value: float = 0.0, dtype: np.dtype | None = None) -> np.ndarray:
     """Lay an (N, H, W, C) batch out as a (bands * (H + 2 pad), per_row * (W + 2 pad), C) mosaic of padded tiles.
 
     ``border`` (``"replicate"``, ``"reflect_101"`` or ``"constant"`` with ``value``) synthesises each tile's
-    frame like OpenCV's border mode of that name. Unused tiles of the last band are zero.
+    frame like OpenCV's border mode of that name. Unused tiles of the last band are zero. ``dtype`` (default
+    ``u.dtype``) is the mosaic's; a float batch copied into a uint8 mosaic is truncated, as ``astype`` does.
     """
     n, h, w, c = u.shape
     th, tw = h + 2 * pad, w + 2 * pad
     full, rem = divmod(n, per_row)
     bands = full + (rem > 0)
-    grid = np.empty((bands, th, per_row, tw, c), u.dtype)
+    grid = np.empty((bands, th, per_row, tw, c), u.dtype if dtype is None else dtype)
     tiles = grid.transpose(0, 2, 1, 3, 4)  # (bands, per_row, th, tw, C) view
     tiles[:full, :, pad : pad + h, pad : pad + w] = u[: full * per_row].reshape(full, per_row, h, w, c)
     if rem:
@@ -72,36 +77,69 @@ def to_mosaic(u: np.ndarray, pad: int, per_row: int, border: str, value: float =
     return grid.reshape(bands * th, per_row * tw, c)
 
 
-def from_mosaic(m: np.ndarray, n: int, per_row: int, tile: tuple[int, int], crop: tuple[int, int], pad: int = 0) -> np.ndarray:
-    """The (N, *crop, C) images at offset ``pad`` inside the (th, tw) tiles of a mosaic (inverse of to_mosaic)."""
+def from_mosaic(
+    m: np.ndarray, n: int, per_row: int, tile: tuple[int, int], crop: tuple[int, int], pad: int = 0, divisor: float | None = None
+) -> np.ndarray:
+    """The (N, *crop, C) images at offset ``pad`` inside the (th, tw) tiles of a mosaic (inverse of to_mosaic);
+    with ``divisor`` they come back as float32 divided by it, in the same single copy."""
     th, tw = tile
     c = m.shape[2] if m.ndim == 3 else 1
-    grid = m.reshape(-1, th, per_row, tw, c)[:, pad : pad + crop[0], :, pad : pad + crop[1]]
-    return grid.transpose(0, 2, 1, 3, 4).reshape(-1, *crop, c)[:n]
+    tiles = m.reshape(-1, th, per_row, tw, c)[:, pad : pad + crop[0], :, pad : pad + crop[1]].transpose(0, 2, 1, 3, 4)
+    out = np.empty(tiles.shape, m.dtype if divisor is None else np.float32)
+    if divisor is None:
+        out[...] = tiles
+    else:
+        np.divide(tiles, np.float32(divisor), out=out, dtype=np.float32)
+    return out.reshape(-1, *crop, c)[:n]
 
 
-def median_blur(u: np.ndarray, ksize: int) -> np.ndarray:
+def median_blur(u: np.ndarray, ksize: int, *, quantize: bool = False, dequantize: bool = False) -> np.ndarray:
     """``cv2.medianBlur(img, ksize)`` for every image of an (N, H, W, C) batch (uint8, or float32 for ksize<=5),
-    bit-identical to the per-image call."""
+    bit-identical to the per-image call.
+
+    ``quantize`` takes a float batch in [0, 1] to uint8 by ``(x * 255).astype(uint8)`` and ``dequantize`` returns
+    ``result / 255`` as float32 (the albumentations wrapper's round trip), each fused into a mosaic copy.
+    """
     n, h, w, c = u.shape
     r = ksize // 2
     per_row = _per_row(n, w + 2 * r, _MEDIAN_WIDTH)
-    res = cv2.medianBlur(_cv_image(to_mosaic(u, r, per_row, "replicate")), ksize)
-    return from_mosaic(res, n, per_row, (h + 2 * r, w + 2 * r), (h, w), pad=r)
+    if quantize:
+        u = np.multiply(u, np.float32(255.0), dtype=np.float32)
+    mosaic = to_mosaic(u, r, per_row, "replicate", dtype=np.uint8 if quantize else None)
+    res = cv2.medianBlur(_cv_image(mosaic), ksize)
+    return from_mosaic(res, n, per_row, (h + 2 * r, w + 2 * r), (h, w), pad=r, divisor=255.0 if dequantize else None)
 
 
 def resize(x: np.ndarray, size: tuple[int, int], interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
-    """``cv2.resize(img, (w, h), interpolation)`` for every image of an (N, H, W, C) batch; size = (h, w)."""
+    """``cv2.resize(img, (w, h), interpolation)`` for every image of an (N, H, W, C) batch; size = (h, w).
+
+    The result may be a non-contiguous view (the float bilinear path returns the transpose of its wide image).
+    """
     n, h, w, c = x.shape
     th, tw = int(size[0]), int(size[1])
     if (th, tw) == (h, w):
         return x.copy()
     if interpolation == cv2.INTER_NEAREST:
         return nearest_resize(x, (th, tw))
+    if interpolation == cv2.INTER_LINEAR and x.dtype == np.float32:
+        return _separable_linear(x, th, tw)
     out = np.empty((n, th, tw, c), x.dtype)
     for i in range(n):  # writing into dst saves an allocation and a copy per image
         cv2.resize(_cv_image(x[i]), (tw, th), dst=_cv_image(out[i]), interpolation=interpolation)
     return out
+
+
+def _separable_linear(x: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """Float32 bilinear resize of a batch in two OpenCV calls (see the module docstring); exact per image."""
+    n, h, w, c = x.shape
+    rows = np.ascontiguousarray(x).reshape(n * h, w, c)
+    if tw != w:  # horizontal pass: a tall image keeps every row's vertical coefficients at exactly (1, 0)
+        rows = cv2.resize(_cv_image(rows), (tw, n * h)).reshape(n * h, tw, c)
+    if th == h:
+        return rows.reshape(n, h, tw, c)
+    # vertical pass: images side by side, so a row of the wide image holds row y of every image
+    wide = np.ascontiguousarray(rows.reshape(n, h, tw, c).transpose(1, 0, 2, 3)).reshape(h, n * tw, c)
+    return cv2.resize(_cv_image(wide), (n * tw, th)).reshape(th, n, tw, c).transpose(1, 0, 2, 3)
 
 
 def nearest_index(src: int, dst: int, ratio: float | None = None) -> np.ndarray:

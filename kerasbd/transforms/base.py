@@ -99,13 +99,21 @@ class Transform:
         # whole-batch passes over 10^4 images thrash the cache; fixed-size chunks keep results seeded-deterministic
         out = np.empty((len(xc), *out_shape), np.float32)
         for s in range(0, len(xc), CHUNK):
-            out[s : s + CHUNK] = self._run(xc[s : s + CHUNK], gen)
+            self._run_into(xc[s : s + CHUNK], gen, out[s : s + CHUNK])
         return out
+
+    def _run_into(self, x: np.ndarray, rng: np.random.Generator, out: np.ndarray) -> None:
+        """Write ``_run(x)`` into ``out``; element-wise transforms override it to skip the temporary."""
+        out[...] = self._run(x, rng)
 
     def _run(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.quantizes:
-            return from_uint8(self._apply_uint8(to_uint8(x), rng))
+            return from_uint8(self._apply_quantized(x, rng))
         return self._apply(x, rng)
+
+    def _apply_quantized(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``_apply_uint8(to_uint8(x))``; steps that copy their input anyway override it to fuse the conversion."""
+        return self._apply_uint8(to_uint8(x), rng)
 
     def _apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} must implement _apply")
@@ -210,9 +218,8 @@ class Compose(Transform):
         cur, is_u8 = x, False
         for t in self.transforms:
             if t.quantizes:
-                if not is_u8:
-                    cur, is_u8 = to_uint8(cur), True
-                cur = t._apply_uint8(cur, rng)
+                cur = t._apply_uint8(cur, rng) if is_u8 else t._apply_quantized(cur, rng)
+                is_u8 = True
             else:
                 if is_u8:
                     cur, is_u8 = from_uint8(cur), False

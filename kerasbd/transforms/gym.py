@@ -179,6 +179,12 @@ class MedianBlur(Transform):
     def _apply_uint8(self, u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return _ops.median_blur(u, self.ksize)
 
+    def _apply_quantized(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return _ops.median_blur(x, self.ksize, quantize=True)
+
+    def _run(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return _ops.median_blur(x, self.ksize, quantize=True, dequantize=True)
+
 
 class Downscale(Transform):
     """albumentations 0.4.x ``Downscale(scale, scale)``: nearest resize by ``scale`` (``cv2.resize(fx=fy=scale)``,
