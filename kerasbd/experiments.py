@@ -71,12 +71,16 @@ def mnist_split(n_val: int = 1000, seed: int = 0) -> tuple[tuple[np.ndarray, np.
     return split_defender(*mnist_test_set(), n_val=n_val, seed=seed)
 
 
-def digits_case(seed: int = 0, epochs: int = 30) -> tuple[ZooCase, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """The demo's digits BadNet as a case, with its defender split and held-out test split."""
+def digits_case(seed: int = 0, epochs: int = 30, size: int = 16) -> tuple[ZooCase, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The demo's digits BadNet as a case, with its defender split and held-out test split.
+
+    The committed recipe results use 16×16 digits (``size=16``); ``kerasbd demo`` trains the same BadNet on
+    28×28 digits so that the MNIST-scaled GYM preset fits it.
+    """
     from kerasbd.demo import digits_badnet
     from kerasbd.models import wrap
 
-    bad = digits_badnet(seed, epochs=epochs)
+    bad = digits_badnet(seed, size=size, epochs=epochs)
     case = ZooCase("digits-lenet5-patch", wrap(bad.model), bad.backdoors, False, {"name": "digits-lenet5-patch", "role": "backdoored"})
     return case, bad.val, bad.test
 

@@ -102,3 +102,11 @@ def test_errors_are_one_line(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and needle in err and "Traceback" not in err
+
+
+def test_demo_quick_reports_badnet_and_defense(tmp_path, capsys):
+    assert main(["--verbose", "0", "demo", "--quick", "--defenses", "fine-pruning", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "demo.json").read_text())
+    assert report["badnet"]["clean_acc"] > 0.8 and report["badnet"]["asr"] > 0.5
+    assert [r["defense"] for r in report["defenses"]] == ["none (BadNet)", "fine-pruning"]
+    assert (tmp_path / "fine-pruning" / "result.json").exists() and (tmp_path / "demo.md").exists()
