@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # retracing notices from repeated predict calls are noise for CLI users
     try:
         return int(args.func(args) or 0)
     except KerasBDError as exc:
