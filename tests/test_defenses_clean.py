@@ -158,7 +158,7 @@ def test_fine_pruning_finds_conv_in_nested_model(badnet):
 
 
 def test_fine_pruning_errors(badnet):
-    dense = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    dense = keras.Sequential([keras.Input(badnet.val[0].shape[1:]), keras.layers.Flatten(), keras.layers.Dense(10)])
     with pytest.raises(ConfigError, match="no Conv2D"):
         FinePruning().run(dense, badnet.val, verbose=0)
     with pytest.raises(ConfigError, match="no layer named"):
