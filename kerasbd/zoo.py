@@ -49,7 +49,7 @@ def zoo_dir() -> Path:
             return path
     raise ZooError(
         f"the model zoo was not found (looked in {', '.join(str(c) for c in candidates)}). Set {ENV_VAR} to the "
-        "directory holding the zoo's files (see the README's 'Model zoo' section)."
+        "directory holding the zoo's files (see the README section 'The zoo of real published BadNets')."
     )
 
 
