@@ -29,7 +29,6 @@ import numpy as np
 import kerasbd.transforms as T
 from kerasbd.io import write_json, write_text
 from kerasbd.results import markdown_table
-from kerasbd.transforms.gym import distortion_maps
 
 try:
     import albumentations as A

@@ -9,6 +9,7 @@ false-positive rate; ``score`` is higher for more suspicious inputs; ``detect`` 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import inspect
 import time
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import numpy as np
 from kerasbd.errors import ConfigError
 from kerasbd.results import DefenseResult
 
-__all__ = ["Defense", "InputDetector", "threshold_at_fpr"]
+__all__ = ["Defense", "InputDetector", "RunContext", "threshold_at_fpr"]
 
 
 class _Configurable:
@@ -42,20 +43,35 @@ class _Configurable:
         return f"{type(self).__name__}({args})"
 
 
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What one run of a defense receives besides the model and the clean data.
+
+    ``eval_data`` and ``backdoors`` are for reporting only (stage rows, curves); a defense must never use them
+    to make a decision, since a real defender has neither.
+    """
+
+    seed: int
+    rng: np.random.Generator
+    strategy: Any = None
+    verbose: int = 1
+    eval_data: tuple[np.ndarray, np.ndarray] | None = None
+    backdoors: tuple[Any, ...] = ()
+
+
 class Defense(_Configurable, abc.ABC):
     """Base class of model-repair and model-wrapping defenses.
 
     Subclasses set ``name`` and implement :meth:`_run`, which receives the logits model, validated clean data
-    and a seeded ``numpy.random.Generator`` and returns ``(model, details_dict, rows, arrays, figures)`` via a
-    :class:`DefenseResult`. :meth:`run` handles validation, seeding, timing and before/after metrics.
+    and a :class:`RunContext` (seed, seeded ``numpy.random.Generator``, strategy, verbosity, and the evaluation
+    data for reporting stages) and returns a :class:`DefenseResult`. :meth:`run` handles validation, timing and
+    before/after metrics.
     """
 
     name: ClassVar[str] = "defense"
     #: When True, :meth:`run` also passes ``eval_data`` and ``backdoors`` to :meth:`_run` (keyword arguments), for
     #: methods whose report measures intermediate stages (GYM's Table-2 columns, a pruning curve's ASR). They are
     #: used for reporting only, never for the method's own decisions.
-    reports_stages: ClassVar[bool] = False
-
     def run(
         self,
         model: Any,
@@ -90,8 +106,8 @@ class Defense(_Configurable, abc.ABC):
         if eval_data is not None:
             eval_data = check_dataset(*eval_data, num_classes=num_classes, image_shape=shape, name="evaluation")
         start = time.perf_counter()
-        stage_eval = {"eval_data": eval_data, "backdoors": list(backdoors or [])} if self.reports_stages else {}
-        result = self._run(net, clean, rng=np.random.default_rng(seed), seed=seed, strategy=strategy, verbose=verbose, **stage_eval)
+        ctx = RunContext(seed, np.random.default_rng(seed), strategy, verbose, eval_data, tuple(backdoors or ()))
+        result = self._run(net, clean, ctx)
         result.seconds = time.perf_counter() - start
         result.seed, result.params = seed, self.get_config()
         if eval_data is not None:
@@ -101,7 +117,7 @@ class Defense(_Configurable, abc.ABC):
         return result
 
     @abc.abstractmethod
-    def _run(self, model: Any, clean: tuple[np.ndarray, np.ndarray], *, rng: np.random.Generator, seed: int, strategy: Any, verbose: int) -> DefenseResult:
+    def _run(self, model: Any, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> DefenseResult:
         """Do the work; return a DefenseResult with ``model`` set (or None for detection-only methods)."""
 
 

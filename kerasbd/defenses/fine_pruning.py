@@ -26,14 +26,13 @@ a channel mask for every step (no rebuild, one compiled predict function).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import keras
 import numpy as np
 
 from kerasbd.defenses._stages import copy_model, stage_metrics, stage_row, subsample
-from kerasbd.defenses.base import Defense
+from kerasbd.defenses.base import Defense, RunContext
 from kerasbd.errors import ConfigError
 from kerasbd.io import Progress
 from kerasbd.results import DefenseResult
@@ -146,7 +145,6 @@ class FinePruning(Defense):
     """
 
     name: ClassVar[str] = "fine-pruning"
-    reports_stages: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -207,18 +205,7 @@ class FinePruning(Defense):
             return min(int(round(self.prune_fraction * channels)), channels - 1)
         return None
 
-    def _run(
-        self,
-        model: keras.Model,
-        clean: tuple[np.ndarray, np.ndarray],
-        *,
-        rng: np.random.Generator,
-        seed: int,
-        strategy: Any,
-        verbose: int,
-        eval_data: tuple[np.ndarray, np.ndarray] | None = None,
-        backdoors: Sequence[Any] = (),
-    ) -> DefenseResult:
+    def _run(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> DefenseResult:
         x, y = clean
         pruned = copy_model(model)
         conv = self._target_layer(pruned)
@@ -227,7 +214,7 @@ class FinePruning(Defense):
         order = np.argsort(activations, kind="stable")  # least active first
         kernel = conv.kernel.numpy()
         bias = conv.bias.numpy() if conv.bias is not None else None
-        curve_data = subsample(eval_data, self.curve_eval_size, seed) if eval_data is not None and backdoors else None
+        curve_data = subsample(ctx.eval_data, self.curve_eval_size, ctx.seed) if ctx.eval_data is not None and ctx.backdoors else None
 
         def accuracy() -> float:
             return float(np.mean(pruned.predict(x, batch_size=256, verbose=0).argmax(axis=1) == y))
@@ -237,7 +224,7 @@ class FinePruning(Defense):
         last = fixed if fixed is not None else channels - 1
         curve: list[dict[str, Any]] = []
         mask = np.ones(channels, np.float32)
-        progress = Progress(last, "fine-pruning", verbose)
+        progress = Progress(last, "fine-pruning", ctx.verbose)
         n_pruned = 0
         for k in range(0, last + 1):
             if k > 0:
@@ -246,7 +233,7 @@ class FinePruning(Defense):
                 progress.update()
             point: dict[str, Any] = {"pruned": k, "clean_acc": base_acc if k == 0 else accuracy()}
             if curve_data is not None:
-                point["asr"] = stage_metrics(pruned, curve_data, backdoors).get("asr")
+                point["asr"] = stage_metrics(pruned, curve_data, ctx.backdoors).get("asr")
             curve.append(point)
             n_pruned = k
             if fixed is None and base_acc - point["clean_acc"] >= self.max_drop:
@@ -259,8 +246,8 @@ class FinePruning(Defense):
 
             fit_classifier(
                 tuned, x, y, epochs=self.fine_tune_epochs, batch_size=self.batch_size, optimizer=self.optimizer,
-                learning_rate=self.learning_rate, callbacks=[ChannelMask(conv.name, mask)], seed=seed,
-                strategy=strategy, verbose=verbose,
+                learning_rate=self.learning_rate, callbacks=[ChannelMask(conv.name, mask)], seed=ctx.seed,
+                strategy=ctx.strategy, verbose=ctx.verbose,
             )
         pruned_set = [int(c) for c in order[:n_pruned]]
         details = {
@@ -275,11 +262,11 @@ class FinePruning(Defense):
             "curve": curve,
         }
         rows = []
-        if eval_data is not None:
+        if ctx.eval_data is not None:
             rows = [
-                stage_row("no defense", model, eval_data, backdoors),
-                stage_row("fine-pruning", pruned, eval_data, backdoors),
-                stage_row("fine-pruning (fine-tuned)", tuned, eval_data, backdoors),
+                stage_row("no defense", model, ctx.eval_data, ctx.backdoors),
+                stage_row("fine-pruning", pruned, ctx.eval_data, ctx.backdoors),
+                stage_row("fine-pruning (fine-tuned)", tuned, ctx.eval_data, ctx.backdoors),
             ]
         return DefenseResult(
             self.name,

@@ -24,14 +24,13 @@ digits and a 1000-image defender set (see :data:`PRESETS` for each deviation and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import keras
 import numpy as np
 
 from kerasbd.defenses._stages import copy_model, stage_row
-from kerasbd.defenses.base import Defense
+from kerasbd.defenses.base import Defense, RunContext
 from kerasbd.errors import ConfigError
 from kerasbd.results import DefenseResult
 
@@ -84,7 +83,6 @@ class GYM(Defense):
     """
 
     name: ClassVar[str] = "gym"
-    reports_stages: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -135,18 +133,7 @@ class GYM(Defense):
         lightweight = self.lightweight if self.lightweight is not None else gym_lightweight()
         return intensive, lightweight
 
-    def _run(
-        self,
-        model: keras.Model,
-        clean: tuple[np.ndarray, np.ndarray],
-        *,
-        rng: np.random.Generator,
-        seed: int,
-        strategy: Any,
-        verbose: int,
-        eval_data: tuple[np.ndarray, np.ndarray] | None = None,
-        backdoors: Sequence[Any] = (),
-    ) -> DefenseResult:
+    def _run(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> DefenseResult:
         from kerasbd.training import fit_classifier
         from kerasbd.transforms import with_preprocessing
 
@@ -154,17 +141,17 @@ class GYM(Defense):
         tuned = copy_model(model)
         history = fit_classifier(
             tuned, *clean, epochs=self.rounds * self.epochs_per_round, batch_size=self.batch_size,
-            optimizer=self.optimizer, learning_rate=self.learning_rate, transform=intensive, mix_clean=self.mix_clean, seed=seed,
-            strategy=strategy, verbose=verbose,
+            optimizer=self.optimizer, learning_rate=self.learning_rate, transform=intensive, mix_clean=self.mix_clean, seed=ctx.seed,
+            strategy=ctx.strategy, verbose=ctx.verbose,
         )
-        defended = with_preprocessing(tuned, lightweight, seed=seed)
+        defended = with_preprocessing(tuned, lightweight, seed=ctx.seed)
         rows = []
-        if eval_data is not None:
+        if ctx.eval_data is not None:
             rows = [
-                stage_row("baseline", model, eval_data, backdoors),
-                stage_row("inference (I)", with_preprocessing(model, intensive, seed=seed), eval_data, backdoors),
-                stage_row("fine-tuning + inference (I)", with_preprocessing(tuned, intensive, seed=seed), eval_data, backdoors),
-                stage_row("fine-tuning + inference (L)", defended, eval_data, backdoors),
+                stage_row("baseline", model, ctx.eval_data, ctx.backdoors),
+                stage_row("inference (I)", with_preprocessing(model, intensive, seed=ctx.seed), ctx.eval_data, ctx.backdoors),
+                stage_row("fine-tuning + inference (I)", with_preprocessing(tuned, intensive, seed=ctx.seed), ctx.eval_data, ctx.backdoors),
+                stage_row("fine-tuning + inference (L)", defended, ctx.eval_data, ctx.backdoors),
             ]
         details = {
             "epochs": self.rounds * self.epochs_per_round,

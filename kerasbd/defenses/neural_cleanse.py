@@ -35,7 +35,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasbd.defenses.base import Defense
+from kerasbd.defenses.base import Defense, RunContext
 from kerasbd.errors import ConfigError
 from kerasbd.metrics import mad_anomaly_index
 from kerasbd.results import DefenseResult
@@ -195,14 +195,14 @@ class NeuralCleanse(Defense):
             verbose=verbose,
         )
 
-    def _run(self, model: Any, clean: tuple[np.ndarray, np.ndarray], *, rng: np.random.Generator, seed: int, strategy: Any, verbose: int) -> DefenseResult:
+    def _run(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> DefenseResult:
         x, y = clean
         num_classes = int(model.output_shape[-1])
         labels = list(range(num_classes)) if self.labels is None else self.labels
         bad = [l for l in labels if not 0 <= l < num_classes]
         if bad or len(labels) < 3:
             raise ConfigError(f"labels must be ≥ 3 distinct classes in 0..{num_classes - 1} for a MAD test; got {labels}.")
-        inverted = self.reverse_engineer(model, x, labels, seed=seed, verbose=verbose)
+        inverted = self.reverse_engineer(model, x, labels, seed=ctx.seed, verbose=ctx.verbose)
         masks, patterns = inverted.stacked("mask", labels), inverted.stacked("pattern", labels)
         norms = mask_l1_norms(masks, quantize=self.quantize_masks)
         mad_test = mad_anomaly_index(norms, threshold=self.mad_threshold, side="low", labels=labels)  # small masks only
@@ -212,7 +212,7 @@ class NeuralCleanse(Defense):
 
         repaired, note = model, "no label flagged: the model is returned unchanged"
         if flagged and self.unlearn:
-            repaired = self._unlearn(model, x, y, [labels.index(l) for l in flagged], masks, patterns, rng, seed, strategy)
+            repaired = self._unlearn(model, x, y, [labels.index(l) for l in flagged], masks, patterns, ctx.rng, ctx.seed, ctx.strategy)
             note = f"unlearned the reversed trigger(s) of label(s) {flagged}"
         elif flagged:
             note = "label(s) flagged; unlearning disabled (unlearn=False): the model is returned unchanged"

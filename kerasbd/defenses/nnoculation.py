@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 from kerasbd.defenses._stages import copy_model, stage_metrics, subsample
-from kerasbd.defenses.base import Defense
+from kerasbd.defenses.base import Defense, RunContext
 from kerasbd.errors import ConfigError
 from kerasbd.io import Progress, atomic_path, write_json
 from kerasbd.results import DefenseResult
@@ -112,7 +112,6 @@ class NNoculationPre(Defense):
     """
 
     name: ClassVar[str] = "nnoculation-pre"
-    reports_stages: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -176,36 +175,25 @@ class NNoculationPre(Defense):
             fit_classifier(net, np.concatenate([noisy, x]), np.concatenate([y, y]), batch_size=self.batch_size, **common)
         return net
 
-    def _run(
-        self,
-        model: keras.Model,
-        clean: tuple[np.ndarray, np.ndarray],
-        *,
-        rng: np.random.Generator,
-        seed: int,
-        strategy: Any,
-        verbose: int,
-        eval_data: tuple[np.ndarray, np.ndarray] | None = None,
-        backdoors: Sequence[Any] = (),
-    ) -> DefenseResult:
-        train, held = split_holdout(*clean, self.holdout, seed)
+    def _run(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> DefenseResult:
+        train, held = split_holdout(*clean, self.holdout, ctx.seed)
         base_acc = _accuracy(model, *held)
-        report = subsample(eval_data, self.report_size, seed) if eval_data is not None and backdoors else None
+        report = subsample(ctx.eval_data, self.report_size, ctx.seed) if ctx.eval_data is not None and ctx.backdoors else None
         ckpt = Path(self.checkpoint_dir) if self.checkpoint_dir else None
-        fingerprint = self._fingerprint(model, train, seed) if ckpt else ""
+        fingerprint = self._fingerprint(model, train, ctx.seed) if ckpt else ""
         cells: list[dict[str, Any]] = []
         best: tuple[dict[str, Any], list[np.ndarray]] | None = None
-        progress = Progress(len(self.learning_rates) * len(self.noise_fractions), "nnoculation grid", verbose)
+        progress = Progress(len(self.learning_rates) * len(self.noise_fractions), "nnoculation grid", ctx.verbose)
         for i, lr in enumerate(self.learning_rates):
             for j, gamma in enumerate(self.noise_fractions):
                 stem = f"cell_lr{lr:g}_noise{gamma:g}"
                 record = _load_record(ckpt, stem, fingerprint)
                 if record is None:
-                    cell_seed = int(np.random.SeedSequence([seed, i, j]).generate_state(1)[0] % (2**31 - 1))
-                    net = self._train_cell(model, train, lr, gamma, cell_seed, strategy)
+                    cell_seed = int(np.random.SeedSequence([ctx.seed, i, j]).generate_state(1)[0] % (2**31 - 1))
+                    net = self._train_cell(model, train, lr, gamma, cell_seed, ctx.strategy)
                     record = {"learning_rate": lr, "noise": gamma, "holdout_acc": _accuracy(net, *held), "seed": cell_seed}
                     if report is not None:
-                        m = stage_metrics(net, report, backdoors)
+                        m = stage_metrics(net, report, ctx.backdoors)
                         record.update(clean_acc=m.get("clean_acc"), asr=m.get("asr"))
                     if ckpt is not None:
                         _save_record(ckpt, stem, fingerprint, record, net)

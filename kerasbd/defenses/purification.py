@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from kerasbd.defenses.base import Defense
+from kerasbd.defenses.base import Defense, RunContext
 from kerasbd.errors import ConfigError
 from kerasbd.results import DefenseResult
 
@@ -39,11 +39,11 @@ class PurificationDefense(Defense):
     def transform(self, image_shape: tuple[int, ...]) -> Any:
         """The :class:`kerasbd.transforms.Transform` applied to every input of shape ``image_shape`` (H, W, C)."""
 
-    def _run(self, model: Any, clean: tuple[np.ndarray, np.ndarray], *, rng: np.random.Generator, seed: int, strategy: Any, verbose: int) -> DefenseResult:
+    def _run(self, model: Any, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> DefenseResult:
         from kerasbd.transforms import with_preprocessing
 
         transform = self.transform(tuple(int(s) for s in model.input_shape[1:]))
-        return DefenseResult(self.name, model=with_preprocessing(model, transform, seed=seed), details={"transform": transform.get_config()})
+        return DefenseResult(self.name, model=with_preprocessing(model, transform, seed=ctx.seed), details={"transform": transform.get_config()})
 
 
 class ShrinkPadDefense(PurificationDefense):
