@@ -1,15 +1,22 @@
 """Images per second of kerasbd's batched transforms vs a per-image OpenCV loop and albumentations.
 
 For each pipeline and image size, the same N random images go through (a) the kerasbd transform on the whole
-batch, (b) a straightforward Python loop calling the same OpenCV/NumPy operations image by image, and (c) the
-equivalent albumentations composition per image (null where none exists). OpenCV runs single-threaded
-(``cv2.setNumThreads(1)``) in all three so the comparison measures batching, not thread counts; none of the
-columns calls BLAS. The machine is shared, so each repeat times the three columns back to back (interleaved) and
-the table reports the median over repeats (every repeat's time is kept in the JSON). Writes
+batch, on one thread (``workers=1``), (b) a straightforward Python loop calling the same OpenCV/NumPy operations
+image by image, and (c) the equivalent albumentations composition per image (null where none exists). OpenCV runs
+single-threaded (``cv2.setNumThreads(1)``) in all three so the comparison measures batching, not thread counts;
+none of the columns calls BLAS. A fourth column runs the kerasbd transform with its chunks spread over
+``--threads`` worker threads (the library default ``workers=None`` uses every CPU), which a per-image loop or
+albumentations does not offer. The machine is shared, so each repeat times the columns back to back (interleaved) and
+the table reports the median over repeats (every repeat's time is kept in the JSON); the column order rotates from
+repeat to repeat, after one untimed warm-up round, because a column's speed depends on what ran just before it. Writes
 benchmarks/results/transforms.json and transforms.md atomically.
 
     python benchmarks/transforms.py                # N = 10,000, 3 interleaved repeats (several minutes)
     python benchmarks/transforms.py --n 1000 --repeat 1   # quick check
+
+On VMs that hand freed memory back to the host (free-page reporting), re-touching it costs a page fault per
+page; the script therefore pins glibc's mmap/trim thresholds so every column reuses its memory
+(``--release-memory`` keeps glibc's defaults and shows that cost).
 """
 
 from __future__ import annotations
@@ -191,7 +198,31 @@ def _seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def run(n: int, repeat: int, only: list[str] | None) -> list[dict]:
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory in the process instead of returning it to the OS.
+
+    On VMs with free-page reporting (this one: dmesg "Free page reporting enabled"), memory handed back to the
+    host costs a page fault per 4 KiB when touched again: hundreds of ms per 10^4 images for every column that
+    allocates large arrays (the batched ones) and almost nothing for one that recycles small blocks (the per-image
+    loops). Pinning glibc's mmap and trim thresholds, as ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``
+    would, makes every column reuse memory alike. Returns False where glibc is not available.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+        ok = libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 40 if ctypes.sizeof(ctypes.c_long) > 4 else 1 << 30)
+        return bool(ok and libc.mallopt(m_top_pad, 64 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
+def run(n: int, repeat: int, only: list[str] | None, threads: int) -> list[dict]:
     cv2.setNumThreads(1)
     rows = []
     for size_name, shape in SIZES.items():
@@ -204,27 +235,34 @@ def run(n: int, repeat: int, only: list[str] | None) -> list[dict]:
             t = make()
             rng = np.random.default_rng(0)
             columns = {
-                "kerasbd": lambda: t(x, 0),
+                "kerasbd": lambda: t(x, 0, workers=1),
+                "kerasbd_threads": lambda: t(x, 0, workers=threads),
                 "loop": lambda: [loop(img, rng) for img in x],
             }
             if alb is not None and A is not None:
                 comp = alb(*shape[:2])
                 columns["albumentations"] = lambda: [comp(image=img)["image"] for img in u8]
+            for fn in columns.values():  # untimed warm-up: first-call costs (imports, allocator growth) stay out
+                fn()
             times: dict[str, list[float]] = {k: [] for k in columns}
-            for _ in range(repeat):  # interleaved, so a burst of load on the shared machine hits every column
-                for key, fn in columns.items():
-                    times[key].append(_seconds(fn))
+            keys = list(columns)
+            for r in range(repeat):  # interleaved, so a burst of load on the shared machine hits every column;
+                for key in keys[r % len(keys):] + keys[: r % len(keys)]:  # rotated: no column always runs first
+                    times[key].append(_seconds(columns[key]))
             row = {"pipeline": name, "size": size_name, "n": m}
-            for key in ("kerasbd", "loop", "albumentations"):
+            for key in ("kerasbd", "kerasbd_threads", "loop", "albumentations"):
                 row[f"{key}_ips"] = m / float(np.median(times[key])) if key in times else None
             others = [v for v in (row["loop_ips"], row["albumentations_ips"]) if v]
             row["speedup_vs_loop"] = row["kerasbd_ips"] / row["loop_ips"]
             row["speedup_vs_albumentations"] = row["kerasbd_ips"] / row["albumentations_ips"] if row["albumentations_ips"] else None
             row["speedup_vs_best_other"] = row["kerasbd_ips"] / max(others)
+            row["threads"] = threads
+            row["threads_speedup_vs_best_other"] = row["kerasbd_threads_ips"] / max(others)
             row["seconds"] = {k: [round(v, 4) for v in ts] for k, ts in times.items()}
             rows.append(row)
             print(f"{name:24s} {size_name}: kerasbd {row['kerasbd_ips']:>10.0f}/s  loop {row['loop_ips']:>9.0f}/s  "
-                  f"albumentations {row['albumentations_ips'] or float('nan'):>9.0f}/s  x{row['speedup_vs_best_other']:.1f}", flush=True)
+                  f"albumentations {row['albumentations_ips'] or float('nan'):>9.0f}/s  x{row['speedup_vs_best_other']:.1f} "
+                  f"({threads} threads: x{row['threads_speedup_vs_best_other']:.1f})", flush=True)
     return rows
 
 
@@ -233,11 +271,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000, help="images per batch (default 10000)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved timed repetitions, median kept (default 3)")
     ap.add_argument("--only", nargs="*", help="pipeline names to run (default: all)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="worker threads of the threaded kerasbd column (default: every CPU)")
+    ap.add_argument("--release-memory", action="store_true", help="leave glibc's defaults (freed memory goes back to the OS)")
     ap.add_argument("--out", type=Path, default=RESULTS / "transforms.json")
     args = ap.parse_args()
-    rows = run(args.n, args.repeat, args.only)
+    kept = False if args.release_memory else keep_freed_memory()
+    rows = run(args.n, args.repeat, args.only, args.threads)
     meta = {
-        "n": args.n, "repeat": args.repeat, "opencv_threads": 1, "opencv": cv2.__version__, "numpy": np.__version__,
+        "n": args.n, "repeat": args.repeat, "opencv_threads": 1, "kerasbd_threads": args.threads, "glibc_keeps_freed_memory": kept, "opencv": cv2.__version__, "numpy": np.__version__,
         "albumentations": getattr(A, "__version__", None), "machine": platform.machine(), "cpus": os.cpu_count(),
     }
     write_json(args.out, {"meta": meta, "rows": rows})
@@ -247,14 +288,21 @@ def main() -> None:
          "per-image loop img/s": fmt(r["loop_ips"]), "albumentations img/s": fmt(r["albumentations_ips"]),
          "vs loop": f"{r['speedup_vs_loop']:.1f}x",
          "vs albumentations": "—" if r["speedup_vs_albumentations"] is None else f"{r['speedup_vs_albumentations']:.1f}x",
-         "vs best other": f"{r['speedup_vs_best_other']:.1f}x"} for r in rows
+         "vs best other": f"{r['speedup_vs_best_other']:.1f}x",
+         f"kerasbd {args.threads} threads img/s": fmt(r["kerasbd_threads_ips"]),
+         "threads vs best other": f"{r['threads_speedup_vs_best_other']:.1f}x"} for r in rows
     ])
     note = (
         "# Transform throughput\n\nProduced by `python benchmarks/transforms.py"
         f"{'' if args.n == 10_000 else f' --n {args.n}'}{'' if args.repeat == 3 else f' --repeat {args.repeat}'}` (OpenCV {meta['opencv']}, albumentations "
-        f"{meta['albumentations']}, OpenCV single-threaded in every column, median of {args.repeat} interleaved repeats, "
+        f"{meta['albumentations']}, OpenCV single-threaded in every column, median of {args.repeat} interleaved repeats (column order rotated each repeat, one untimed warm-up), "
         f"{meta['cpus']} CPUs shared with other jobs, so absolute rates are noisy; per-repeat seconds are in the JSON).\n"
-        "The albumentations intensive composition runs GYM's RAND step as an `A.Lambda` (no equivalent exists).\n\n"
+        "The albumentations intensive composition runs GYM's RAND step as an `A.Lambda` (no equivalent exists).\n"
+        f"`kerasbd img/s` processes the batch's chunks on one thread (`workers=1`), which isolates the gain from batching; "
+        f"the threaded column spreads the chunks over {args.threads} threads (`workers=None`, the library default: every "
+        "CPU; same output). The loop and albumentations columns process one image at a time on one thread.\n"
+        + ("glibc was told to keep freed memory (mmap/trim thresholds pinned; see `keep_freed_memory`), so no column pays "
+           "this VM's page-reporting refaults.\n\n" if kept else "glibc defaults: freed memory returns to the OS.\n\n")
     )
     write_text(args.out.with_suffix(".md"), note + table + "\n")
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from kerasbd.defenses import detectors
 from kerasbd.defenses.detectors import detector_model, far_frr_report
 from kerasbd.defenses.feature_squeezing import SQUEEZER_SETS, FeatureSqueezing, make_squeezer
 from kerasbd.defenses.purification import FlipDefense, GYMInference, ShrinkPadDefense
@@ -184,6 +185,7 @@ class TestFeatureSqueezing:
 
 
 class TestDetectorModel:
+    @pytest.mark.skipif(detectors._inter_op_threads() < 2, reason="one TensorFlow inter-op thread: as_model() refuses (tested below)")
     @pytest.mark.parametrize("make", [lambda: STRIP(n_overlays=10), lambda: FeatureSqueezing("mnist")])
     def test_two_outputs_match_model_and_detector(self, badnet, held_out, make):
         clean, trig = held_out
@@ -199,6 +201,12 @@ class TestDetectorModel:
     def test_unfitted_detector_refused(self):
         with pytest.raises(ConfigError, match="not fitted"):
             detector_model(STRIP())
+
+    def test_single_inter_op_thread_refused_instead_of_deadlocking(self, badnet, monkeypatch):
+        det = STRIP(n_overlays=4).fit(badnet, clean_images(20, seed=19)[0])
+        monkeypatch.setattr(detectors, "_inter_op_threads", lambda: 1)
+        with pytest.raises(ConfigError, match="TF_NUM_INTEROP_THREADS"):
+            det.as_model()
 
 
 class TestPurification:

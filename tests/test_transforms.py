@@ -177,6 +177,70 @@ def test_gym_lightweight_matches_per_image_opencv_loop():
         np.testing.assert_array_equal(np.round(T.gym_lightweight()(x, rng=9) * 255), np.stack(ref))
 
 
+def test_gym_lightweight_matches_loop_across_chunks(monkeypatch):
+    """Several chunks and a partial one (CHUNK shrunk to keep the test fast): each chunk draws SAT's parameters
+    from its own stream spawned from the seed, so the output is the same for any number of worker threads."""
+    from kerasbd.transforms import base
+
+    monkeypatch.setattr(base, "CHUNK", 16)
+    x = _batch((55, 47, 3), n=37, seed=2)
+    h, w = 55, 47
+    streams = np.random.default_rng(4).spawn(3)
+    m = np.concatenate([affine_matrices(**T.SAT().sample(len(x[s : s + 16]), g), height=h, width=w) for s, g in zip(range(0, len(x), 16), streams)])
+    ref = []
+    for img, mi in zip(x, m):
+        u = cv2.medianBlur((img * 255).astype(np.uint8), 5)
+        u = cv2.medianBlur((cv2.resize(u / np.float32(255), (38, 44)) * 255).astype(np.uint8), 5)
+        u = (cv2.resize(u / np.float32(255), (w, h)) * 255).astype(np.uint8)
+        ref.append(cv2.warpAffine(u, mi, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) / np.float32(255))
+    for workers in (1, 2, 3):
+        np.testing.assert_array_equal(T.gym_lightweight()(x, rng=4, workers=workers), np.stack(ref))
+    with pytest.raises(ConfigError, match="workers"):
+        T.gym_lightweight()(x, rng=4, workers=0)
+    buf = np.full(x.shape, np.nan, np.float32)
+    assert T.gym_lightweight()(x, rng=4, out=buf) is buf
+    np.testing.assert_array_equal(buf, np.stack(ref))
+    with pytest.raises(ConfigError, match="out must be a float32 array"):
+        T.gym_lightweight()(x, rng=4, out=np.zeros(x.shape, np.float64))
+
+
+def test_row_interleaved_batches_resize_without_changing_values():
+    x = _batch((28, 20, 3), n=5)
+    inter = _ops.row_interleaved(x.shape, np.float32)
+    inter[...] = x
+    assert inter.shape == x.shape and not inter.flags.c_contiguous
+    ref = np.stack([cv2.resize(i, (13, 17)) for i in x])
+    np.testing.assert_array_equal(_ops.resize(inter, (17, 13)), ref)
+    np.testing.assert_array_equal(_ops.resize(x, (17, 13)), ref)
+    np.testing.assert_array_equal(_ops.resize(inter, (28, 13)), np.stack([cv2.resize(i, (13, 28)) for i in x]))  # one axis
+
+
+def test_quantisation_truncates_like_astype():
+    x = np.array([0.0, 1 / 255, 0.5, 0.99999994, 1.0, np.nextafter(np.float32(2 / 255), 0)], np.float32).reshape(1, 1, 6, 1)
+    ref = (x * np.float32(255)).astype(np.uint8)
+    np.testing.assert_array_equal(T.base.to_uint8(x), ref)
+    tiles = _ops.to_mosaic(x, 1, 1, "replicate", dtype=np.uint8, scale=255.0)
+    np.testing.assert_array_equal(tiles[1:-1, 1:-1], ref[0])
+
+
+@pytest.mark.parametrize("border", ["replicate", "reflect_101", "constant"])
+def test_mosaic_borders_match_copy_make_border(border):
+    u = _u8((6, 5, 3), n=5)
+    mode = {"replicate": cv2.BORDER_REPLICATE, "reflect_101": cv2.BORDER_REFLECT_101, "constant": cv2.BORDER_CONSTANT}[border]
+    m = _ops.to_mosaic(u, 2, 2, border, value=7)
+    grid = m.reshape(3, 10, 2, 9, 3).transpose(0, 2, 1, 3, 4).reshape(6, 10, 9, 3)[:5]
+    ref = np.stack([cv2.copyMakeBorder(i, 2, 2, 2, 2, mode, value=(7, 7, 7)) for i in u])
+    np.testing.assert_array_equal(grid, ref)
+
+
+def test_nested_compose_and_mixed_steps_match_stepwise():
+    x = _batch((32, 32, 3), n=6)
+    inner = T.Compose([T.MedianBlur(5), T.ScaledMedian(0.8)])
+    nested = T.Compose([T.Gamma(0.6), inner, T.SAT()])
+    a = T.SAT()(inner(T.Gamma(0.6)(x)), rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(nested(x, rng=1), a)
+
+
 def test_random_shrink_pad_bounds():
     x = np.ones((200, 40, 40, 1), np.float32)
     y = T.RandomShrinkPad(scalimit=1.25)(x, rng=0)

@@ -49,18 +49,40 @@ class SoftmaxPredictor:
         return np.concatenate(out, axis=0) if out else np.zeros((0, int(self.model.output_shape[-1])), np.float32)
 
 
+def _inter_op_threads() -> int:
+    """TensorFlow's inter-op pool size: the configured value, else (0 = automatic) the CPUs this process may use."""
+    import os
+
+    configured = tf.config.threading.get_inter_op_parallelism_threads()
+    if configured:
+        return configured
+    env = os.environ.get("TF_NUM_INTEROP_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 class DetectorLayer(keras.layers.Layer):
     """Keras layer returning the fitted detector's boolean flag per input.
 
     The detector's scoring is NumPy/OpenCV code (seeded overlays, non-local means), so the layer calls it
     through ``tf.numpy_function``. A model containing it predicts normally but cannot be saved as ``.keras``:
     persist the base model and the detector's ``get_config()`` plus ``threshold_`` instead.
+
+    The scoring runs the base model from inside that ``numpy_function``, a nested TensorFlow call that needs a
+    second inter-op thread: with one (a single-CPU machine) it would wait forever, so the layer refuses then.
     """
 
     def __init__(self, detector: Any, **kwargs: Any) -> None:
         super().__init__(trainable=False, **kwargs)
         if not hasattr(detector, "threshold_"):
             raise ConfigError(f"{type(detector).__name__} is not fitted; call fit(model, clean_x) before wrapping it.")
+        if _inter_op_threads() < 2:
+            raise ConfigError(
+                "serving a detector as a Keras model needs at least 2 TensorFlow inter-op threads, and this process has 1 "
+                "(one usable CPU). Set TF_NUM_INTEROP_THREADS=2 before TensorFlow starts, or call the detector directly "
+                "(detector.detect(x)) instead of detector.as_model()."
+            )
         self.detector = detector
 
     def call(self, x: Any) -> Any:

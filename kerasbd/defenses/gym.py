@@ -43,8 +43,10 @@ __all__ = ["GYM", "PRESETS"]
 #: (search on two zoo BadNets, recipes/gym.py): 3×3 medians (5×5 erase strokes); the paper variant's 0.75-scale
 #: second median instead of the code's 0.25 nearest down/up-scale (7×7 pixels left of a digit); third median and
 #: the lightweight median at full resolution (resize factor 1); SAT shift ±8 % (±2 px) instead of ±16 % (±4.5 px:
-#: the unadapted model falls from 0.98 to 0.63); Adam 1e-3, batch 32, 50 epochs, and each transformed batch mixed
-#: with its clean copy (Adadelta 0.03 for 500 steps barely moves the model).
+#: the unadapted model falls from 0.98 to 0.63) in the intensive function and ±5 % in the lightweight one (the
+#: fine-tuned model is adapted to ±8 %; the smaller inference shift halves the accuracy cost at equal ASR); Adam
+#: 1e-3, batch 32, 50 epochs, and each transformed batch mixed with its clean copy (Adadelta 0.03 for 500 steps
+#: barely moves the model).
 PRESETS: dict[str, dict[str, Any]] = {
     "original": {},
     "mnist": {
@@ -54,7 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 1e-3,
         "mix_clean": True,
         "intensive": {"variant": "paper", "median_ksize": 3, "resize_factor": 1.0, "sat_shift": 0.08},
-        "lightweight": {"median_ksize": 3, "resize_factor": 1.0, "sat_shift": 0.08},
+        "lightweight": {"median_ksize": 3, "resize_factor": 1.0, "sat_shift": 0.05},
     },
 }
 

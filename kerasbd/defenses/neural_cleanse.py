@@ -95,8 +95,9 @@ class NeuralCleanse(Defense):
             (1 epoch as the paper; Adam 1e-3 and batch 32 are kerasbd's choice — the original's are unknown).
         checkpoint_dir: folder for an atomic checkpoint of the inversion; a rerun resumes from it.
 
-    The inversion runs on one device (all labels already form one large batch per update); the unlearning
-    fine-tune runs under ``run``'s ``strategy`` via :func:`kerasbd.training.fit_classifier`.
+    Both stages run under ``run``'s ``strategy``: the inversion splits each update's mini-batch across the
+    replicas (:class:`~kerasbd.training.inversion.LabelBatchedInversion`), the unlearning fine-tune goes through
+    :func:`kerasbd.training.fit_classifier`.
 
     Example:
         >>> nc = NeuralCleanse(steps=300, labels=[0, 1, 7])
@@ -181,8 +182,11 @@ class NeuralCleanse(Defense):
             early_stop_patience=self.early_stop_patience,
         )
 
-    def reverse_engineer(self, model: keras.Model, x: np.ndarray, labels: Sequence[int], *, seed: int = 0, verbose: int = 1) -> InversionResult:
-        """Only the trigger inversion: per-label reversed mask/pattern records (see :class:`InversionResult`)."""
+    def reverse_engineer(
+        self, model: keras.Model, x: np.ndarray, labels: Sequence[int], *, seed: int = 0, strategy: Any = None, verbose: int = 1
+    ) -> InversionResult:
+        """Only the trigger inversion: per-label reversed mask/pattern records (see :class:`InversionResult`);
+        ``strategy`` is anything :func:`kerasbd.training.get_strategy` accepts."""
         shape = tuple(model.input_shape[1:])
         return self._inversion().run(
             model,
@@ -192,6 +196,7 @@ class NeuralCleanse(Defense):
             self._schedule,
             seed=seed,
             checkpoint_dir=self.checkpoint_dir,
+            strategy=strategy,
             verbose=verbose,
         )
 
@@ -202,7 +207,7 @@ class NeuralCleanse(Defense):
         bad = [l for l in labels if not 0 <= l < num_classes]
         if bad or len(labels) < 3:
             raise ConfigError(f"labels must be ≥ 3 distinct classes in 0..{num_classes - 1} for a MAD test; got {labels}.")
-        inverted = self.reverse_engineer(model, x, labels, seed=ctx.seed, verbose=ctx.verbose)
+        inverted = self.reverse_engineer(model, x, labels, seed=ctx.seed, strategy=ctx.strategy, verbose=ctx.verbose)
         masks, patterns = inverted.stacked("mask", labels), inverted.stacked("pattern", labels)
         norms = mask_l1_norms(masks, quantize=self.quantize_masks)
         mad_test = mad_anomaly_index(norms, threshold=self.mad_threshold, side="low", labels=labels)  # small masks only

@@ -49,6 +49,7 @@ import tensorflow as tf
 
 from kerasbd.errors import ConfigError
 from kerasbd.io import Progress, atomic_path, write_json
+from kerasbd.training.strategy import get_strategy
 
 __all__ = [
     "LOSSES",
@@ -460,6 +461,7 @@ class LabelBatchedInversion:
         *,
         seed: int = 0,
         checkpoint_dir: str | os.PathLike | None = None,
+        strategy: str | tf.distribute.Strategy | None = None,
         verbose: int = 1,
     ) -> InversionResult:
         """Invert every label in ``labels`` on clean images ``x`` (canonical) for the logits ``model``.
@@ -470,6 +472,9 @@ class LabelBatchedInversion:
             seed: seeds initial candidates and the mini-batch order.
             checkpoint_dir: if given, state is saved there atomically every ``checkpoint_every`` steps and a
                 later run with the same model, data, labels and settings resumes from it.
+            strategy: anything :func:`~kerasbd.training.get_strategy` accepts. Each update's clean mini-batch is
+                split across the replicas, their gradients summed and one update applied to the candidates, so
+                the result is the single-device one up to floating-point summation order.
             verbose: 0 silent, 1 progress line.
 
         Example:
@@ -492,7 +497,8 @@ class LabelBatchedInversion:
         cand, sched = candidates_fn(n_slots), schedule_fn(n_slots)
         adam = SlotAdam(cand.variables, learning_rate=self.learning_rate, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
         stream = MiniBatchStream(len(x), self.batch_size, seed)
-        step_fn = self._make_step(model, cand, adam)
+        strat = get_strategy(strategy)
+        step_fn = self._make_step(model, cand, adam, strat)
 
         state = _RunState(n_slots, labels)
         meta = {**self._meta(model, x, labels, seed), "candidates": cand.get_config(), "schedule": sched.get_config()}
@@ -506,7 +512,7 @@ class LabelBatchedInversion:
         progress.update(len(state.results))
         since_ckpt = 0
         while (active := np.flatnonzero(state.slot_label >= 0)).size:
-            acc, reg = self._step(state, active, x, stream, step_fn, sched)
+            acc, reg = self._step(state, active, x, stream, step_fn, sched, strat)
             improved, stop = sched.update(active, acc, reg)
             state.slot_steps[active] += 1
             if improved.any():
@@ -540,7 +546,10 @@ class LabelBatchedInversion:
         adam.reset(filled)
         sched.reset(filled)
 
-    def _step(self, state: _RunState, active: np.ndarray, x: np.ndarray, stream: MiniBatchStream, step_fn: Any, sched: Schedule) -> tuple[np.ndarray, np.ndarray]:
+    def _step(
+        self, state: _RunState, active: np.ndarray, x: np.ndarray, stream: MiniBatchStream, step_fn: Any, sched: Schedule,
+        strategy: tf.distribute.Strategy,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One step (``mini_batches`` updates) for the ``active`` slots; returns their mean accuracy and regulariser."""
         idx = tf.constant(active, tf.int32)
         targets = tf.constant(state.slot_label[active], tf.int32)
@@ -554,31 +563,35 @@ class LabelBatchedInversion:
                 xb = x[stream.indices(counters[0])][None]
             else:
                 xb = np.stack([x[stream.indices(c)] for c in counters])
-            h, r = step_fn(tf.constant(xb), idx, targets, cost)
+            h, r = step_fn(_split_batch(strategy, xb), idx, targets, cost)
             hits += h.numpy()
             reg += r.numpy()
             seen += xb.shape[1]
         return hits / seen, reg / self.mini_batches
 
-    def _make_step(self, model: keras.Model, cand: Candidates, adam: SlotAdam) -> Any:
+    def _make_step(self, model: keras.Model, cand: Candidates, adam: SlotAdam, strategy: tf.distribute.Strategy) -> Any:
         loss_kind = self.loss
 
-        @tf.function(reduce_retracing=True)
-        def step(xb: tf.Tensor, idx: tf.Tensor, targets: tf.Tensor, cost: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        def replica_grads(xb: tf.Tensor, params: list[tf.Tensor], targets: tf.Tensor, cost: tf.Tensor) -> tuple[list[tf.Tensor], tf.Tensor]:
             with tf.GradientTape(watch_accessed_variables=False) as tape:  # inputs only: no weight gradients
-                params = [tf.gather(v, idx) for v in cand.variables]
                 tape.watch(params)
                 x_adv = cand.apply(xb, params)  # (K, B, H, W, C)
                 k, b = tf.shape(x_adv)[0], tf.shape(x_adv)[1]
                 logits = model(tf.reshape(x_adv, tf.concat([[k * b], tf.shape(x_adv)[2:]], 0)), training=False)
                 logits = tf.reshape(logits, [k, b, -1])
                 per_sample = classification_loss(logits, tf.broadcast_to(targets[:, None], [k, b]), loss_kind)
-                reg = cand.regularizer(params)
-                total = tf.reduce_sum(per_sample) + tf.cast(b, tf.float32) * tf.reduce_sum(cost * reg)
-            grads = tape.gradient(total, params)
-            adam.apply(idx, grads)
+                # the batch-summed loss of the original; per replica its share, so replica sums add up to it
+                total = tf.reduce_sum(per_sample) + tf.cast(b, tf.float32) * tf.reduce_sum(cost * cand.regularizer(params))
             hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), targets[:, None]), tf.float32), axis=1)
-            return hits, reg
+            return tape.gradient(total, params), hits
+
+        @tf.function(reduce_retracing=True)
+        def step(xb: Any, idx: tf.Tensor, targets: tf.Tensor, cost: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            params = [tf.gather(v, idx) for v in cand.variables]
+            grads, hits = strategy.run(replica_grads, args=(xb, params, targets, cost))
+            grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
+            adam.apply(idx, grads)
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None), cand.regularizer(params)
 
         return step
 
@@ -590,6 +603,14 @@ class LabelBatchedInversion:
             "model": _fingerprint(*[np.asarray(w) for w in model.get_weights()]),
             "data": _fingerprint(x),
         }
+
+
+def _split_batch(strategy: tf.distribute.Strategy, xb: np.ndarray) -> Any:
+    """Per-replica shares of an (S or 1, B, H, W, C) batch along B (the whole batch under one replica)."""
+    n = strategy.num_replicas_in_sync
+    if n == 1:
+        return tf.constant(xb)
+    return strategy.experimental_distribute_values_from_function(lambda ctx: tf.constant(xb[:, ctx.replica_id_in_sync_group :: n]))
 
 
 class _RunState:

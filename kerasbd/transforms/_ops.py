@@ -1,23 +1,30 @@
-"""Batched OpenCV kernels shared by the transforms.
+"""Batched OpenCV kernels shared by the transforms, each bit-identical to the per-image OpenCV call.
 
-OpenCV's SIMD 5x5 median runs far faster over long rows than over 32-pixel ones: over a wide mosaic it is 5-10x
-faster per pixel than over the same pixels as separate images (OpenCV 5.0, one thread). ``median_blur`` therefore
-lays a chunk of images out as a *mosaic*, a grid of tiles each padded by ksize//2 replicated pixels (the border
-``cv2.medianBlur`` synthesises), calls ``cv2.medianBlur`` once and crops the tiles back: bit-identical to the
-per-image loop.
+Medians. OpenCV's SIMD 5x5 median runs far faster over long rows than over 32-pixel ones: over a wide mosaic it is
+5-10x faster per pixel than over the same pixels as separate images (OpenCV 5.0, one thread). ``median_blur``
+therefore lays a chunk of images out as a *mosaic*, a grid of tiles each padded by ksize//2 replicated pixels (the
+border ``cv2.medianBlur`` synthesises), calls ``cv2.medianBlur`` once and crops the tiles back. The copies in and
+out of the mosaic also do the ``(x * 255).astype(uint8)`` / ``/ 255`` conversions around it, so they cost nothing
+extra.
 
-Bilinear float resizes are separable in OpenCV: each output row is a horizontal pass over two source rows,
+Resizes. Bilinear float resizes are separable in OpenCV: each output row is a horizontal pass over two source rows,
 then a vertical blend of the two, with coefficients that depend only on the source and destination lengths along
-that axis. ``resize`` therefore runs the horizontal pass over the whole batch stacked as one tall (N*H, W) image
-(its vertical coefficients are then exactly (1, 0)) and the vertical pass over the batch laid side by side as one
-wide (H, N*W') image (horizontal coefficients (1, 0)): two OpenCV calls per batch, bit-identical to the per-image
-call (float32 only; OpenCV's uint8 path rounds between the passes). Other interpolations stay per image, writing
-into one output array (``dst=``, no per-image allocation); nearest-neighbour resizes are index gathers with
-OpenCV's ``floor(dst * src / dst_size)`` rule.
+that axis. ``resize`` therefore runs the horizontal pass over the whole batch as one tall image (its vertical
+coefficients are then exactly (1, 0)) and the vertical pass over the batch laid side by side as one wide image
+(horizontal coefficients (1, 0)): two OpenCV calls per batch (float32 only; OpenCV's uint8 path rounds between the
+passes). Both shapes are views of one *row-interleaved* layout, (H, N, W, C) in memory (:func:`row_interleaved`):
+read as (H*N, W) it is the tall image, as (H, N*W) the wide one, so the resize needs no transpose, and the median
+copies its result straight into that layout. Batches in this layout are ordinary (N, H, W, C) views. Other
+interpolations stay per image, writing into one output array (``dst=``, no per-image allocation);
+nearest-neighbour resizes are index gathers with OpenCV's ``floor(dst * src / dst_size)`` rule.
 
-``warp_affine`` / ``remap`` stay per image: both are compute-bound already, and a per-image ``warpAffine``
-(coordinates derived on the fly) beats a mosaic remap over precomputed float maps, which also loses coordinate
-precision to the tile offsets.
+Warps. ``warp_affine`` and ``remap`` stay per image, and no exact batched form exists in OpenCV 5.0: its
+``warpAffine`` no longer uses the fixed-point coordinates (AB_BITS = 10, 1/32-pixel bilinear tables) of OpenCV <=
+4.10, which a single fixed-point ``remap`` over a mosaic could have reproduced. It computes float32 source
+coordinates per pixel (``fma(M0, x, y * M1 + M2)``) and interpolates with the float32 fractions of those
+coordinates; a mosaic ``remap`` needs the coordinates shifted by each tile's offset, and float32 cannot hold
+``coordinate + offset`` exactly (fraction bits are lost once the offset is large), so the result differs from the
+per-image call. The per-image call is compute-bound (about 20 us for a 55x47x3 image, 1 us of it call overhead).
 """
 
 from __future__ import annotations
@@ -47,21 +54,27 @@ def _fill_border(t: np.ndarray, pad: int, h: int, w: int, border: str, value: fl
         t[..., :, :pad, :] = value
         t[..., :, pad + w :, :] = value
         return
+    # pixels as single void items: copying a column of C-byte pixels is then one strided loop, not C-long ones
+    px = t.view(np.dtype((np.void, t.shape[-1] * t.itemsize)))[..., 0]
     step = 0 if border == "replicate" else 1  # reflect-101 mirrors about the edge pixel
     for i in range(1, pad + 1):
-        t[..., pad - i, pad : pad + w, :] = t[..., pad + i * step, pad : pad + w, :]
-        t[..., pad + h - 1 + i, pad : pad + w, :] = t[..., pad + h - 1 - i * step, pad : pad + w, :]
+        px[..., pad - i, pad : pad + w] = px[..., pad + i * step, pad : pad + w]
+        px[..., pad + h - 1 + i, pad : pad + w] = px[..., pad + h - 1 - i * step, pad : pad + w]
     for i in range(1, pad + 1):
-        t[..., :, pad - i, :] = t[..., :, pad + i * step, :]
-        t[..., :, pad + w - 1 + i, :] = t[..., :, pad + w - 1 - i * step, :]
+        px[..., :, pad - i] = px[..., :, pad + i * step]
+        px[..., :, pad + w - 1 + i] = px[..., :, pad + w - 1 - i * step]
 
 
-def to_mosaic(u: np.ndarray, pad: int, per_row: int, border: str, value: float = 0.0, dtype: np.dtype | None = None) -> np.ndarray:
+def to_mosaic(
+    u: np.ndarray, pad: int, per_row: int, border: str, value: float = 0.0, dtype: np.dtype | None = None, scale: float | None = None
+) -> np.ndarray:
     """Lay an (N, H, W, C) batch out as a (bands * (H + 2 pad), per_row * (W + 2 pad), C) mosaic of padded tiles.
 
     ``border`` (``"replicate"``, ``"reflect_101"`` or ``"constant"`` with ``value``) synthesises each tile's
     frame like OpenCV's border mode of that name. Unused tiles of the last band are zero. ``dtype`` (default
     ``u.dtype``) is the mosaic's; a float batch copied into a uint8 mosaic is truncated, as ``astype`` does.
+    ``scale`` multiplies the batch (in float32) in the same copy: ``scale=255`` with a uint8 mosaic is the
+    ``(x * 255).astype(uint8)`` quantisation. ``u`` may be any strided view (e.g. a row-interleaved batch).
     """
     n, h, w, c = u.shape
     th, tw = h + 2 * pad, w + 2 * pad
@@ -69,33 +82,58 @@ def to_mosaic(u: np.ndarray, pad: int, per_row: int, border: str, value: float =
     bands = full + (rem > 0)
     grid = np.empty((bands, th, per_row, tw, c), u.dtype if dtype is None else dtype)
     tiles = grid.transpose(0, 2, 1, 3, 4)  # (bands, per_row, th, tw, C) view
-    tiles[:full, :, pad : pad + h, pad : pad + w] = u[: full * per_row].reshape(full, per_row, h, w, c)
+    parts = [(tiles[:full, :, pad : pad + h, pad : pad + w], u[: full * per_row].reshape(full, per_row, h, w, c))]
     if rem:
-        tiles[full, :rem, pad : pad + h, pad : pad + w] = u[full * per_row :]
+        parts.append((tiles[full, :rem, pad : pad + h, pad : pad + w], u[full * per_row :]))
         tiles[full, rem:, pad : pad + h, pad : pad + w] = 0
+    for dst, src in parts:
+        if scale is None:
+            dst[...] = src
+        else:  # one pass: float32 product cast straight into the mosaic (truncation, like astype)
+            np.multiply(src, np.float32(scale), out=dst, dtype=np.float32, casting="unsafe")
     _fill_border(tiles, pad, h, w, border, value)
     return grid.reshape(bands * th, per_row * tw, c)
 
 
+def row_interleaved(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised (N, H, W, ...) batch stored as (H, N, W, ...): row y of every image side by side.
+
+    In this layout the batch *is* a tall (H*N, W) image (rows in (y, image) order) and a wide (H, N*W) image at
+    once, the two shapes the separable resize needs, so consecutive steps pass it on without transposing.
+    """
+    n, h = shape[:2]
+    return np.empty((h, n, *shape[2:]), dtype).swapaxes(0, 1)
+
+
 def from_mosaic(
-    m: np.ndarray, n: int, per_row: int, tile: tuple[int, int], crop: tuple[int, int], pad: int = 0, divisor: float | None = None
+    m: np.ndarray,
+    n: int,
+    per_row: int,
+    tile: tuple[int, int],
+    crop: tuple[int, int],
+    pad: int = 0,
+    divisor: float | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The (N, *crop, C) images at offset ``pad`` inside the (th, tw) tiles of a mosaic (inverse of to_mosaic);
-    with ``divisor`` they come back as float32 divided by it, in the same single copy."""
+    with ``divisor`` they come back as float32 divided by it, in the same single copy. The result is written into
+    ``out`` when given (any (N, *crop, C) view), else into a new :func:`row_interleaved` batch."""
     th, tw = tile
     c = m.shape[2] if m.ndim == 3 else 1
     tiles = m.reshape(-1, th, per_row, tw, c)[:, pad : pad + crop[0], :, pad : pad + crop[1]].transpose(0, 2, 1, 3, 4)
-    out = np.empty(tiles.shape, m.dtype if divisor is None else np.float32)
+    tiles = tiles.reshape(-1, *crop, c)[:n]
+    if out is None:
+        out = row_interleaved((n, *crop, c), m.dtype if divisor is None else np.float32)
     if divisor is None:
         out[...] = tiles
     else:
         np.divide(tiles, np.float32(divisor), out=out, dtype=np.float32)
-    return out.reshape(-1, *crop, c)[:n]
+    return out
 
 
-def median_blur(u: np.ndarray, ksize: int, *, quantize: bool = False, dequantize: bool = False) -> np.ndarray:
+def median_blur(u: np.ndarray, ksize: int, *, quantize: bool = False, dequantize: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """``cv2.medianBlur(img, ksize)`` for every image of an (N, H, W, C) batch (uint8, or float32 for ksize<=5),
-    bit-identical to the per-image call.
+    bit-identical to the per-image call. The result is a :func:`row_interleaved` batch, or ``out`` when given.
 
     ``quantize`` takes a float batch in [0, 1] to uint8 by ``(x * 255).astype(uint8)`` and ``dequantize`` returns
     ``result / 255`` as float32 (the albumentations wrapper's round trip), each fused into a mosaic copy.
@@ -103,17 +141,16 @@ def median_blur(u: np.ndarray, ksize: int, *, quantize: bool = False, dequantize
     n, h, w, c = u.shape
     r = ksize // 2
     per_row = _per_row(n, w + 2 * r, _MEDIAN_WIDTH)
-    if quantize:
-        u = np.multiply(u, np.float32(255.0), dtype=np.float32)
-    mosaic = to_mosaic(u, r, per_row, "replicate", dtype=np.uint8 if quantize else None)
+    mosaic = to_mosaic(u, r, per_row, "replicate", dtype=np.uint8 if quantize else None, scale=255.0 if quantize else None)
     res = cv2.medianBlur(_cv_image(mosaic), ksize)
-    return from_mosaic(res, n, per_row, (h + 2 * r, w + 2 * r), (h, w), pad=r, divisor=255.0 if dequantize else None)
+    return from_mosaic(res, n, per_row, (h + 2 * r, w + 2 * r), (h, w), pad=r, divisor=255.0 if dequantize else None, out=out)
 
 
 def resize(x: np.ndarray, size: tuple[int, int], interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """``cv2.resize(img, (w, h), interpolation)`` for every image of an (N, H, W, C) batch; size = (h, w).
 
-    The result may be a non-contiguous view (the float bilinear path returns the transpose of its wide image).
+    The float bilinear path returns a :func:`row_interleaved` batch (a non-contiguous view) and runs without
+    any copy when given one.
     """
     n, h, w, c = x.shape
     th, tw = int(size[0]), int(size[1])
@@ -132,14 +169,16 @@ def resize(x: np.ndarray, size: tuple[int, int], interpolation: int = cv2.INTER_
 def _separable_linear(x: np.ndarray, th: int, tw: int) -> np.ndarray:
     """Float32 bilinear resize of a batch in two OpenCV calls (see the module docstring); exact per image."""
     n, h, w, c = x.shape
-    rows = np.ascontiguousarray(x).reshape(n * h, w, c)
-    if tw != w:  # horizontal pass: a tall image keeps every row's vertical coefficients at exactly (1, 0)
-        rows = cv2.resize(_cv_image(rows), (tw, n * h)).reshape(n * h, tw, c)
-    if th == h:
-        return rows.reshape(n, h, tw, c)
-    # vertical pass: images side by side, so a row of the wide image holds row y of every image
-    wide = np.ascontiguousarray(rows.reshape(n, h, tw, c).transpose(1, 0, 2, 3)).reshape(h, n * tw, c)
-    return cv2.resize(_cv_image(wide), (n * tw, th)).reshape(th, n, tw, c).transpose(1, 0, 2, 3)
+    if tw != w and not x.swapaxes(0, 1).flags.c_contiguous:
+        # batch-major input is a tall (N*H, W) image too: resize it horizontally first, interleave the narrower result
+        x = np.ascontiguousarray(x).reshape(n * h, w, c)
+        x = cv2.resize(_cv_image(x), (tw, n * h)).reshape(n, h, tw, c)
+    rows = np.ascontiguousarray(x.swapaxes(0, 1))  # (H, N, W, C): no copy for a row-interleaved batch
+    if rows.shape[2] != tw:  # horizontal pass over the tall (H*N, W) image: every row's vertical coefficients are (1, 0)
+        rows = cv2.resize(_cv_image(rows.reshape(h * n, w, c)), (tw, h * n)).reshape(h, n, tw, c)
+    if th != h:  # vertical pass over the wide (H, N*W') image: a row holds row y of every image
+        rows = cv2.resize(_cv_image(rows.reshape(h, n * tw, c)), (n * tw, th)).reshape(th, n, tw, c)
+    return rows.swapaxes(0, 1)
 
 
 def nearest_index(src: int, dst: int, ratio: float | None = None) -> np.ndarray:
@@ -196,11 +235,11 @@ _BORDERS = {"constant": cv2.BORDER_CONSTANT, "reflect_101": cv2.BORDER_REFLECT_1
 
 
 def place(canvas: np.ndarray, images: np.ndarray, top: np.ndarray, left: np.ndarray) -> np.ndarray:
-    """Write images[i] into canvas[i] at (top[i], left[i]); one slice assignment per distinct offset."""
+    """Write images[i] into canvas[i] at (top[i], left[i]).
+
+    One basic-slice copy per image: at a chunk's size (64 images, up to 25+ distinct offsets) that beats grouping
+    images by offset, whose fancy-indexed copies cost more per call than they save."""
     h, w = images.shape[1:3]
-    offsets = top.astype(np.int64) * (canvas.shape[2] + 1) + left
-    for key in np.unique(offsets):
-        idx = np.flatnonzero(offsets == key)
-        t, l = int(top[idx[0]]), int(left[idx[0]])
-        canvas[idx, t : t + h, l : l + w] = images[idx]
+    for i, (t, l) in enumerate(zip(top.tolist(), left.tolist())):
+        canvas[i, t : t + h, l : l + w] = images[i]
     return canvas

@@ -36,11 +36,17 @@ class ShrinkPad(Transform):
         self._require_size(shape, self.pad + 1, f"the padding ({self.pad} px) plus one pixel")
 
     def _apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        n, h, w, c = x.shape
+        out = np.empty(x.shape, np.float32)
+        self._run_into(x, rng, out)
+        return out
+
+    def _run_into(self, x: np.ndarray, rng: np.random.Generator, out: np.ndarray) -> None:
+        n, h, w, _ = x.shape
         small = _ops.resize(x, (h - self.pad, w - self.pad))
         left = rng.integers(0, self.pad + 1, size=n)
         top = rng.integers(0, self.pad + 1, size=n)
-        return _ops.place(np.full((n, h, w, c), self.fill, np.float32), small, top, left)
+        out[...] = self.fill  # the canvas is the output itself: no temporary
+        _ops.place(out, small, top, left)
 
 
 class Flip(Transform):

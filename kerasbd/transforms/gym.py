@@ -179,11 +179,8 @@ class MedianBlur(Transform):
     def _apply_uint8(self, u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return _ops.median_blur(u, self.ksize)
 
-    def _apply_quantized(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return _ops.median_blur(x, self.ksize, quantize=True)
-
-    def _run(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return _ops.median_blur(x, self.ksize, quantize=True, dequantize=True)
+    def _convert_apply(self, x: np.ndarray, rng: np.random.Generator, *, from_float: bool, to_float: bool) -> np.ndarray:
+        return _ops.median_blur(x, self.ksize, quantize=from_float, dequantize=to_float)
 
 
 class Downscale(Transform):

@@ -4,8 +4,9 @@ albumentations 0.4.x ``ShiftScaleRotate(shift_limit=0.16, scale_limit=0.16, rota
 Per image: angle ~ U(-4, 4) degrees, scale ~ U(0.84, 1.16), dx, dy ~ U(-0.16, 0.16) of the width/height;
 ``M = cv2.getRotationMatrix2D((W/2, H/2), angle, scale)`` plus the translation, then ``cv2.warpAffine`` with
 bilinear interpolation and a constant 0 border, on truncated uint8 pixels. The matrices of the whole batch are
-built at once; each image then goes through its own ``warpAffine`` (bit-identical to the original; a per-image
-call beats a mosaic remap here, because warpAffine derives its coordinates on the fly instead of reading maps).
+built at once; each image then goes through its own ``warpAffine``, bit-identical to the original. No batched
+call is exact here: OpenCV 5.0 computes float32 source coordinates per pixel, which a mosaic ``remap`` cannot
+reproduce once tile offsets are added (see :mod:`kerasbd.transforms._ops`).
 """
 
 from __future__ import annotations
