@@ -214,12 +214,13 @@ def keep_freed_memory() -> bool:
     if not name:
         return False
     try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-        ok = libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 40 if ctypes.sizeof(ctypes.c_long) > 4 else 1 << 30)
-        return bool(ok and libc.mallopt(m_top_pad, 64 << 20))
+        mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError):
         return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int  # an int value: never masked
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    # 32 MiB is glibc's largest mmap threshold on 64-bit; 2**31 - 1 bytes of free heap top are kept untrimmed
+    return all(mallopt(opt, value) == 1 for opt, value in ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 2**31 - 1), (m_top_pad, 64 << 20)))
 
 
 def run(n: int, repeat: int, only: list[str] | None, threads: int) -> list[dict]:
