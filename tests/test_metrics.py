@@ -8,7 +8,7 @@ import pytest
 
 from kerasbd.attacks import AllToAll, Backdoor, PixelPattern
 from kerasbd.errors import ConfigError, DataError, TriggerError
-from kerasbd.metrics import evaluate_backdoor, far_frr, mad_anomaly_index, roc_auc, roc_curve, softmax, tpr_at_fpr
+from kerasbd.metrics import evaluate_backdoor, far_frr, mad_anomaly_index, mad_null_flag_rate, roc_auc, roc_curve, softmax, tpr_at_fpr
 
 # A 2×2 grayscale "image" encodes its class in pixels 0..2 (row-major) and the trigger in pixel 3 (bottom-right).
 # The linear model scores class i with 2·pixel_i and the target class with 1.5·trigger: a class pixel at 1.0
@@ -148,3 +148,13 @@ def test_mad_sides_zero_mad_and_errors():
         mad_anomaly_index([1.0, 2.0])
     with pytest.raises(ConfigError, match="side"):
         mad_anomaly_index(v, side="left")
+
+
+def test_mad_null_flag_rate_grows_with_labels_and_falls_with_threshold():
+    ten = mad_null_flag_rate(10)
+    assert 0.3 < ten < 0.37  # the minimum of 10 normal values passes 2 MADs about a third of the time
+    assert mad_null_flag_rate(43) > ten > mad_null_flag_rate(10, threshold=3.0)
+    assert mad_null_flag_rate(1283, trials=500) > 0.99
+    assert mad_null_flag_rate(10, seed=1) != ten  # seeded Monte-Carlo, not a table
+    with pytest.raises(ConfigError):
+        mad_null_flag_rate(2)

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from kerasbd.defenses.neural_cleanse import NeuralCleanse, apply_mask_pattern, mask_l1_norms
+from kerasbd.metrics import mad_anomaly_index
 from kerasbd.errors import ConfigError
 from kerasbd.models.spec import InputSpec
 from kerasbd.training.inversion import (
@@ -253,10 +254,19 @@ def test_checkpoint_resumes_after_interruption(tmp_path, monkeypatch):
         _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, checkpoint_dir=tmp_path, checkpoint_every=2)
     monkeypatch.setattr(LabelBatchedInversion, "_step", original)
     assert (tmp_path / "state.npz").exists() and not list(tmp_path.glob(".*"))  # atomic: no temp files left
+    with np.load(tmp_path / "state.npz") as z:
+        first_session = float(z["seconds"])
     resumed = _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, checkpoint_dir=tmp_path, checkpoint_every=2)
     for label in range(3):
         np.testing.assert_allclose(resumed[label]["mask"], full[label]["mask"], atol=1e-6)
         assert resumed[label]["steps"] == full[label]["steps"]
+    assert full.seconds > 0 and resumed.seconds > first_session > 0  # time of both sessions
+    read_back = _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, checkpoint_dir=tmp_path, checkpoint_every=2)
+    assert read_back.seconds == pytest.approx(resumed.seconds, abs=0.5)  # a finished run is read, not recomputed
+    with np.load(tmp_path / "state.npz") as z:
+        legacy = {k: z[k] for k in z.files if k != "seconds"}
+    np.savez(tmp_path / "state.npz", **legacy)  # a checkpoint written before runs recorded their time
+    assert _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, checkpoint_dir=tmp_path, checkpoint_every=2).seconds is None
     with pytest.raises(ConfigError, match="different run"):
         _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, checkpoint_dir=tmp_path, seed=1)
 
@@ -267,6 +277,15 @@ def test_mask_l1_quantisation_truncates_like_uint8_png():
     masks = np.array([[[0.5, 0.999], [0.0, 1.0]]])
     assert mask_l1_norms(masks)[0] == pytest.approx(2.499)
     assert mask_l1_norms(masks, quantize=True)[0] == pytest.approx((127 + 254 + 255) / 255)
+
+
+def test_mad_ceiling_no_label_of_a_widely_spread_model_can_be_flagged():
+    # L1 norms of the converged inversion of ruizegao_mnist_backdoor_7 (seed 0; target 7 has the smallest mask):
+    # many labels are reachable with a few bright pixels, and no label can sit more than median/MAD below the median.
+    norms = np.array([9.59, 4.63, 3.06, 23.05, 5.37, 23.07, 1.47, 0.52, 4.33, 4.40])
+    r = mad_anomaly_index(norms)
+    assert r["flagged"] == [] and r["median"] / r["mad"] < 2.0
+    assert mad_anomaly_index(np.where(np.arange(10) == 7, 0.0, norms))["flagged"] == []  # not even with a zero mask
 
 
 # --- the defense on a tiny BadNet --------------------------------------------------------------------------
@@ -304,3 +323,12 @@ def test_anomaly_index_matches_mad_formula_and_nothing_flagged_keeps_model(tiny_
     assert result.details["anomaly_index"] == pytest.approx(abs(norms.min() - median) / mad, rel=1e-3)
     assert result.details["flagged"] == [] and not result.details["unlearned"]
     assert result.model is net and "unchanged" in result.details["note"]
+
+
+def test_reports_mad_ceiling_and_null_flag_rate(tiny_badnet):
+    net, (x, y) = tiny_badnet
+    d = NeuralCleanse(**{**FAST, "steps": 20}, unlearn=False).run(net, (x, y), seed=0, verbose=0).details
+    assert d["max_low_index"] == pytest.approx(d["median"] / d["mad"])
+    assert 0.25 < d["null_flag_rate"] < 0.4  # 10 labels, threshold 2
+    capped = NeuralCleanse(**{**FAST, "steps": 20}, unlearn=False, mad_threshold=d["max_low_index"] + 0.1).run(net, (x, y), seed=0, verbose=0)
+    assert capped.details["flagged"] == [] and "cannot flag any label" in capped.details["note"]

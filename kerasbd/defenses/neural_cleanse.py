@@ -20,6 +20,18 @@ Keras' ``categorical_crossentropy`` (maintainers' issue #11), which turns it int
 it is what the paper states and what the maintainers agreed the code meant, and because the linear quirk's
 gradient vanishes when the target's probability is near 0, which slows labels that start far from success.
 
+Reading the anomaly index (measured on the zoo; see ``recipes/neural_cleanse.py``):
+
+- On the L1 scale a label can score at most ``median / MAD`` below the median, since a norm cannot go below 0.
+  When the norms spread widely — a model that many labels can reach with a few bright pixels, such as the raw
+  0–255 MNIST nets of the zoo — no label can pass the threshold however small its mask.
+  ``details["max_low_index"]`` reports that ceiling and the note says when it is under the threshold.
+- The rule tests the smallest of the labels' norms with no correction for testing many labels: even when every
+  norm merely scatters normally it flags one with probability ``details["null_flag_rate"]``
+  (:func:`kerasbd.metrics.mad_null_flag_rate`: ≈ 0.33 for 10 labels at threshold 2, ≈ 0.64 for 43, ≈ 1 for
+  1283). Read a flag on a clean-looking model, and any flag on a many-class model, with that in mind, or raise
+  ``mad_threshold``.
+
 Unlearning is described only in the paper (no code was published): fine-tune one epoch on clean data of
 which ~20 % carry the reversed trigger of a flagged label with their correct labels. The optimiser is not
 known; kerasbd uses Adam at Keras' default learning rate 1e-3, batch 32 (our choice: with a defender's set of
@@ -37,7 +49,7 @@ import numpy as np
 
 from kerasbd.defenses.base import Defense, RunContext
 from kerasbd.errors import ConfigError
-from kerasbd.metrics import mad_anomaly_index
+from kerasbd.metrics import mad_anomaly_index, mad_null_flag_rate
 from kerasbd.results import DefenseResult
 from kerasbd.training import fit_classifier
 from kerasbd.training.inversion import LOSSES, CostSchedule, InversionResult, LabelBatchedInversion, MaskPatternCandidates
@@ -213,9 +225,13 @@ class NeuralCleanse(Defense):
         mad_test = mad_anomaly_index(norms, threshold=self.mad_threshold, side="low", labels=labels)  # small masks only
         index, median, mad, flagged = np.asarray(mad_test["indices"]), mad_test["median"], mad_test["mad"], mad_test["flagged"]
         below = norms <= median
+        max_low_index = median / mad if mad > 0 else math.inf
         success = self._reversed_success(model, x, y, labels, masks, patterns)
 
         repaired, note = model, "no label flagged: the model is returned unchanged"
+        if max_low_index <= self.mad_threshold:
+            note += (f"; the MAD test cannot flag any label on this model: the median L1 norm ({median:.3g}) is only "
+                     f"{max_low_index:.2f} MADs above 0, below the threshold {self.mad_threshold:g}")
         if flagged and self.unlearn:
             repaired = self._unlearn(model, x, y, [labels.index(l) for l in flagged], masks, patterns, ctx.rng, ctx.seed, ctx.strategy)
             note = f"unlearned the reversed trigger(s) of label(s) {flagged}"
@@ -228,11 +244,14 @@ class NeuralCleanse(Defense):
             "median": median,
             "mad": mad,
             "anomaly_index": mad_test["anomaly_index"],
+            "max_low_index": max_low_index,
+            "null_flag_rate": mad_null_flag_rate(len(labels), threshold=self.mad_threshold, seed=ctx.seed),
             "anomaly_indices": dict(zip(labels, index.round(4).tolist())),
             "flagged": flagged,
             "reversed_attack_success": dict(zip(labels, success.round(4).tolist())),
             "reached_threshold": {l: inverted[l]["valid"] for l in labels},
             "steps_run": {l: inverted[l]["steps"] for l in labels},
+            "inversion_seconds": inverted.seconds,
             "unlearned": repaired is not model,
             "note": note,
         }

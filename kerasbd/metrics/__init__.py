@@ -1,7 +1,7 @@
 """Metrics: backdoor effect (clean accuracy, ASR, robust accuracy, TCP), detector quality (ROC AUC, TPR at an
 FPR, FAR/FRR) and Neural Cleanse's MAD anomaly index. DER lives in :func:`kerasbd.results.der`."""
 
-from kerasbd.metrics.anomaly import mad_anomaly_index
+from kerasbd.metrics.anomaly import mad_anomaly_index, mad_null_flag_rate
 from kerasbd.metrics.backdoor import evaluate_backdoor, predict_logits, softmax
 from kerasbd.metrics.detection import far_frr, roc_auc, roc_curve, tpr_at_fpr
 from kerasbd.results import der
@@ -11,6 +11,7 @@ __all__ = [
     "evaluate_backdoor",
     "far_frr",
     "mad_anomaly_index",
+    "mad_null_flag_rate",
     "predict_logits",
     "roc_auc",
     "roc_curve",

@@ -9,7 +9,7 @@ import numpy as np
 
 from kerasbd.errors import ConfigError
 
-__all__ = ["mad_anomaly_index"]
+__all__ = ["mad_anomaly_index", "mad_null_flag_rate"]
 
 
 def mad_anomaly_index(
@@ -68,3 +68,25 @@ def mad_anomaly_index(
         "consistency": float(consistency),
         "side": side,
     }
+
+
+def mad_null_flag_rate(n_labels: int, *, threshold: float = 2.0, consistency: float = 1.4826, trials: int = 20000, seed: int = 0) -> float:
+    """How often :func:`mad_anomaly_index` (``side="low"``) flags a label among ``n_labels`` values that are all
+    normal — the false-alarm rate of Neural Cleanse's rule on a clean model whose per-label norms only scatter.
+
+    The rule tests the smallest of ``n_labels`` values against a MAD estimated from the same few values, with no
+    correction for testing many labels, so its false-alarm rate grows with the label count: about 1 in 3 for
+    10 labels at threshold 2, and near certainty for the 1283 identities of YouTube-Face. Monte-Carlo over
+    ``trials`` seeded draws (capped at 2·10^6 values in all).
+
+    Example:
+        >>> round(mad_null_flag_rate(10), 1)
+        0.3
+    """
+    if n_labels < 3:
+        raise ConfigError(f"the MAD test needs at least 3 labels, got {n_labels}.")
+    trials = max(100, min(int(trials), 2_000_000 // n_labels))
+    v = np.random.default_rng(seed).standard_normal((trials, n_labels))
+    median = np.median(v, axis=1, keepdims=True)
+    mad = consistency * np.median(np.abs(v - median), axis=1)
+    return float(np.mean((median[:, 0] - v.min(axis=1)) > threshold * mad))

@@ -39,6 +39,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -377,8 +378,13 @@ class InversionResult(dict):
     Each record has the candidate's arrays (``mask``, ``pattern`` for Neural Cleanse) at the best step (or the
     last step when no step reached the attack-success threshold), ``reg`` (its regulariser value), ``acc``
     (the attack success of the step that produced it), ``valid`` (whether the threshold was reached) and
-    ``steps`` (steps run before stopping).
+    ``steps`` (steps run before stopping). ``seconds`` is the optimisation time summed over every session of a
+    run resumed from checkpoints (None when a session resumed from a checkpoint that did not record its time).
     """
+
+    def __init__(self, records: dict[int, dict[str, Any]], seconds: float | None = None) -> None:
+        super().__init__(records)
+        self.seconds = seconds
 
     def stacked(self, key: str, labels: Sequence[int] | None = None) -> np.ndarray:
         """``key`` of every label (in ``labels`` order, default sorted) stacked into one array."""
@@ -508,6 +514,7 @@ class LabelBatchedInversion:
         else:
             self._fill(state, np.arange(n_slots), cand, adam, sched, seed)
 
+        started = time.perf_counter()
         progress = Progress(len(labels), f"trigger inversion ({n_slots} label(s) per batch)", verbose=verbose)
         progress.update(len(state.results))
         since_ckpt = 0
@@ -527,12 +534,14 @@ class LabelBatchedInversion:
                 progress.update(0, label_steps=int(state.slot_steps[active].max()), cost=float(sched.cost[active].max()))
             since_ckpt += 1
             if ckpt is not None and since_ckpt >= self.checkpoint_every:
-                ckpt.save(state, cand, adam, sched)
+                ckpt.save(state, cand, adam, sched, time.perf_counter() - started)
                 since_ckpt = 0
         progress.close()
+        elapsed = time.perf_counter() - started
         if ckpt is not None:
-            ckpt.save(state, cand, adam, sched)
-        return InversionResult({l: state.results[l] for l in labels})
+            ckpt.save(state, cand, adam, sched, elapsed)
+        total = None if state.seconds_before is None else state.seconds_before + elapsed
+        return InversionResult({l: state.results[l] for l in labels}, seconds=total)
 
     def _fill(self, state: _RunState, slots: np.ndarray, cand: Candidates, adam: SlotAdam, sched: Schedule, seed: int) -> None:
         """Give free ``slots`` the next queued labels (fresh candidate, optimiser and schedule state)."""
@@ -627,6 +636,7 @@ class _RunState:
         self.best_acc = np.zeros(slots)
         self.best_reg = np.full(slots, np.inf)
         self.results: dict[int, dict[str, Any]] = {}
+        self.seconds_before: float | None = 0.0  # optimisation time of earlier sessions of a resumed run
 
     def next_labels(self, k: int) -> list[int]:
         take = self.labels[self.queue_pos : self.queue_pos + k]
@@ -670,8 +680,11 @@ class _Checkpoint:
     def exists(self) -> bool:
         return (self.dir / "state.npz").exists() and (self.dir / "meta.json").exists()
 
-    def save(self, state: _RunState, cand: Candidates, adam: SlotAdam, sched: Schedule) -> None:
+    def save(self, state: _RunState, cand: Candidates, adam: SlotAdam, sched: Schedule, elapsed: float) -> None:
+        """``elapsed``: this session's optimisation seconds so far, added to the earlier sessions' when known."""
         arrays: dict[str, np.ndarray] = {f"var{i}": v.numpy() for i, v in enumerate(cand.variables)}
+        if state.seconds_before is not None:
+            arrays["seconds"] = np.asarray(state.seconds_before + elapsed)
         arrays.update({f"adam{i}": v.numpy() for i, v in enumerate(adam.state)})
         arrays.update({f"sched_{k}": v for k, v in sched.state_dict().items()})
         arrays.update({f"best_{k}": v for k, v in state.best.items()})
@@ -708,6 +721,7 @@ class _Checkpoint:
         for name in ("slot_label", "slot_steps", "last_acc", "last_reg", "best_acc", "best_reg"):
             setattr(state, name, data[name])
         state.queue_pos = int(data["queue_pos"])
+        state.seconds_before = float(data["seconds"]) if "seconds" in data else None
         keys = [k[len("result_"):] for k in data if k.startswith("result_")]
         for i, label in enumerate(data["done_labels"]):
             rec = {k: data[f"result_{k}"][i] for k in keys}
