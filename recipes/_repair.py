@@ -4,15 +4,18 @@ For every seed: split the zoo's MNIST test set into the defender's 1000 clean im
 (:func:`kerasbd.experiments.mnist_split`), run the defense on every real MNIST model of the zoo (BadNets and
 clean baselines) and on the demo's digits BadNet (its own split), measure on the held-out split, and collect
 rows with ``model``, ``defense`` (one per reported stage), ``clean_acc_before``, ``asr_before``, ``clean_acc``,
-``asr``, ``robust_acc``, ``der``, ``seconds``, ``seed``. Results go to ``results/<name>.json`` + ``.md``.
+``asr``, ``robust_acc``, ``der``, ``seconds``, ``seed``. Results go to ``results/<name>.json`` + ``.md``, rewritten
+after every model × seed; with ``--checkpoint-dir`` a stopped run resumes at the first unfinished one.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -29,6 +32,8 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     p.add_argument("--n-eval", type=int, default=None, help="held-out images used for evaluation (default: all)")
     p.add_argument("--models", default="all", help="comma-separated model names, 'zoo', 'digits' or 'all'")
     p.add_argument("--out", default="results", help="output folder")
+    p.add_argument("--checkpoint-dir", default="", help="save every finished model × seed here; a rerun with the same "
+                                                           "settings takes those from here instead of running them again")
     args = p.parse_args(argv)
     if args.seeds is None:
         args.seeds = 1 if args.quick else 3
@@ -61,40 +66,96 @@ def run_cases(
     args: argparse.Namespace,
     make_defense: Callable[[], Any],
     stage_rows: Callable[[Any], list[dict[str, Any]]],
-    on_result: Callable[[str, int, Any], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Run the defense on every case and seed; ``stage_rows(result)`` turns a result into the reported rows
-    (each a dict with ``defense``, ``clean_acc``, ``asr``, ``robust_acc``); ``on_result`` sees every result."""
-    from kerasbd.experiments import mnist_split
-    from kerasbd.results import der
+    *,
+    record: Callable[[str, int, Any], dict[str, Any] | None] | None = None,
+    write: Callable[[list[dict[str, Any]], list[dict[str, Any]]], Any] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run the defense on every case and seed and return ``(rows, records)``.
 
+    ``stage_rows(result)`` turns a result into the reported rows (each a dict with ``defense``, ``clean_acc``,
+    ``asr``, ``robust_acc``). ``record(model, seed, result)`` may return a JSON-able dict kept beside the rows
+    (``records`` holds it with ``model`` and ``seed``; a recipe builds its extra tables from them and may save
+    figures there). ``write(rows, records)`` is called after every case, so a stopped run leaves the results
+    so far. With ``args.checkpoint_dir`` every finished case is saved there and a rerun with the same settings
+    takes it from there instead of running it again.
+    """
+    from kerasbd.experiments import mnist_split
+
+    config = {"defense": make_defense().get_config(), "n_eval": args.n_eval}
     rows: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
     for seed in range(args.seeds):
         val, test = mnist_split(n_val=1000, seed=seed)
         for case, own_val, own_test in _cases(args.models, seed):
-            v, t = (own_val, own_test) if own_val is not None else (val, test)
-            t = _subset(t, args.n_eval, seed)
-            start = time.perf_counter()
-            result = make_defense().run(case.classifier, v, eval_data=t, backdoors=case.backdoors, seed=seed, verbose=0)
-            seconds = time.perf_counter() - start
-            before = result.metrics_before
-            for stage in stage_rows(result):
-                after = {"clean_acc": stage["clean_acc"], "asr": stage.get("asr")}
-                rows.append({
-                    "model": case.name, "defense": stage["defense"],
-                    "clean_acc_before": before.get("clean_acc"), "asr_before": before.get("asr"),
-                    "clean_acc": stage["clean_acc"], "asr": stage.get("asr"), "robust_acc": stage.get("robust_acc"),
-                    "der": der(before, after), "seconds": round(seconds, 2), "seed": seed,
-                    **{k: v for k, v in stage.items() if k not in ("defense", "clean_acc", "asr", "robust_acc")},
-                })
-                r = rows[-1]
-                asr = "—" if r["asr"] is None else f"{r['asr']:.4f}"
-                asr0 = "—" if r["asr_before"] is None else f"{r['asr_before']:.4f}"
-                print(f"seed {seed} {case.name:38s} {r['defense']:34s} acc {r['clean_acc_before']:.4f}→{r['clean_acc']:.4f} "
-                      f"asr {asr0}→{asr} ({seconds:.0f}s)", flush=True)
-            if on_result is not None:
-                on_result(case.name, seed, result)
+            done = _load_case(args.checkpoint_dir, case.name, seed, config)
+            if done is None:
+                v, t = (own_val, own_test) if own_val is not None else (val, test)
+                t = _subset(t, args.n_eval, seed)
+                start = time.perf_counter()
+                result = make_defense().run(case.classifier, v, eval_data=t, backdoors=case.backdoors, seed=seed, verbose=0)
+                seconds = time.perf_counter() - start
+                done = {"rows": _case_rows(case.name, seed, result, stage_rows(result), seconds),
+                        "record": record(case.name, seed, result) if record is not None else None}
+                _save_case(args.checkpoint_dir, case.name, seed, config, done)
+            else:
+                print(f"seed {seed} {case.name}: finished earlier, taken from {args.checkpoint_dir}", flush=True)
+            rows += done["rows"]
+            if done["record"] is not None:
+                records.append({"model": case.name, "seed": seed, **done["record"]})
+            if write is not None:
+                write(rows, records)
+    return rows, records
+
+
+def _case_rows(model: str, seed: int, result: Any, stages: list[dict[str, Any]], seconds: float) -> list[dict[str, Any]]:
+    from kerasbd.results import der
+
+    before = result.metrics_before
+    rows = []
+    for stage in stages:
+        after = {"clean_acc": stage["clean_acc"], "asr": stage.get("asr")}
+        r = {
+            "model": model, "defense": stage["defense"],
+            "clean_acc_before": before.get("clean_acc"), "asr_before": before.get("asr"),
+            "clean_acc": stage["clean_acc"], "asr": stage.get("asr"), "robust_acc": stage.get("robust_acc"),
+            "der": der(before, after), "seconds": round(seconds, 2), "seed": seed,
+            **{k: v for k, v in stage.items() if k not in ("defense", "clean_acc", "asr", "robust_acc")},
+        }
+        rows.append(r)
+        asr = "—" if r["asr"] is None else f"{r['asr']:.4f}"
+        asr0 = "—" if r["asr_before"] is None else f"{r['asr_before']:.4f}"
+        print(f"seed {seed} {model:38s} {r['defense']:34s} acc {r['clean_acc_before']:.4f}→{r['clean_acc']:.4f} "
+              f"asr {asr0}→{asr} ({seconds:.0f}s)", flush=True)
     return rows
+
+
+def _case_file(directory: str, model: str, seed: int) -> Path:
+    return Path(directory) / f"{model}_seed{seed}.json"
+
+
+def _load_case(directory: str, model: str, seed: int, config: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished case saved by an earlier run with the same settings, or None."""
+    if not directory or not _case_file(directory, model, seed).exists():
+        return None
+    from kerasbd.errors import ConfigError
+    from kerasbd.io import to_jsonable
+
+    path = _case_file(directory, model, seed)
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is not a readable case checkpoint ({exc}); delete it to run that case again.") from None
+    if saved.get("config") != to_jsonable(config):
+        raise ConfigError(f"{path} was written with other settings ({saved.get('config')}); use another --checkpoint-dir "
+                          "or delete it to run that case again.")
+    return saved
+
+
+def _save_case(directory: str, model: str, seed: int, config: dict[str, Any], done: dict[str, Any]) -> None:
+    if directory:
+        from kerasbd.io import write_json
+
+        write_json(_case_file(directory, model, seed), {"config": config, **done})
 
 
 def print_paper(title: str, rows: list[dict[str, Any]]) -> None:

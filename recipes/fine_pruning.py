@@ -54,13 +54,17 @@ def main(argv: list[str] | None = None) -> None:
             with atomic_path(Path(args.out) / f"fine_pruning_{model}.png") as tmp:
                 result.figures["pruning_curve"].savefig(tmp, dpi=110, bbox_inches="tight")
 
-    rows = run_cases(args, FinePruning, stage_rows, on_result=save_curve)
     meta = {"recipe": "fine_pruning", "seeds": args.seeds, "quick": args.quick, "n_eval": args.n_eval or "all held-out",
             "defense": FinePruning().get_config(), "paper_rows": PAPER}
-    path = write_results("fine_pruning", rows, directory=args.out, meta=meta,
-                         columns=["model", "defense", "clean_acc_before", "asr_before", "clean_acc", "asr", "robust_acc", "n_pruned", "channels", "der", "seconds", "seed"],
-                         notes="Last conv layer pruned until validation accuracy dropped by 4 %, then 1 epoch of fine-tuning "
-                               "(Adam 1e-3, batch 32) with pruned channels held at zero. Paper: GYM Tables 3-5.")
+
+    def write(rows: list[dict[str, Any]], _records: list[dict[str, Any]]) -> Path:
+        return write_results("fine_pruning", rows, directory=args.out, meta=meta,
+                             columns=["model", "defense", "clean_acc_before", "asr_before", "clean_acc", "asr", "robust_acc", "n_pruned", "channels", "der", "seconds", "seed"],
+                             notes="Last conv layer pruned until validation accuracy dropped by 4 %, then 1 epoch of fine-tuning "
+                                   "(Adam 1e-3, batch 32) with pruned channels held at zero. Paper: GYM Tables 3-5.")
+
+    rows, _ = run_cases(args, FinePruning, stage_rows, record=save_curve, write=write)
+    path = write(rows, [])
     print(f"wrote {path}")
 
 

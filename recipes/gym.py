@@ -98,7 +98,6 @@ def main(argv: list[str] | None = None) -> None:
         return GYM.preset(preset)
 
     print_paper("GYM, Table 2 (ACC/ASR/TCP; I = intensive, L = lightweight preprocessing)", PAPER_TABLE2)
-    rows = run_cases(args, make, stage_rows)
     meta = {"recipe": "gym", "preset": preset, "seeds": args.seeds, "quick": args.quick, "n_eval": args.n_eval or "all held-out",
             "defense": make().get_config(), "paper": "GYM Table 2", "paper_rows": PAPER_TABLE2}
     deviations = ("" if preset == "original" else
@@ -106,11 +105,16 @@ def main(argv: list[str] | None = None) -> None:
                   "(not the 0.25 down/up-scale), third and lightweight medians at full resolution, SAT shift ±8 % (intensive) / ±5 % "
                   "(lightweight), Adam 1e-3, "
                   "batch 32, 50 epochs, transformed batches mixed with their clean copies; why: recipes/gym.py docstring.")
-    path = write_results("gym" if preset == "mnist" else f"gym_{preset}", rows, directory=args.out, meta=meta,
-                         columns=["model", "defense", "clean_acc_before", "asr_before", "clean_acc", "asr", "robust_acc", "tcp", "der", "seconds", "seed"],
-                         notes="Rows per model: no defense, inference (I), GYM fine-tuning + inference (I), and `gym` = the complete "
-                               f"defense (fine-tuning + inference (L)); preset `{preset}`; held-out MNIST split (digits: its own split)."
-                               f"{deviations} Target (issue 4): ASR ≤ 5 % with a clean-accuracy drop ≤ 3 points. Paper: GYM Table 2.")
+
+    def write(rows: list[dict[str, Any]], _records: list[dict[str, Any]]) -> Path:
+        return write_results("gym" if preset == "mnist" else f"gym_{preset}", rows, directory=args.out, meta=meta,
+                             columns=["model", "defense", "clean_acc_before", "asr_before", "clean_acc", "asr", "robust_acc", "tcp", "der", "seconds", "seed"],
+                             notes="Rows per model: no defense, inference (I), GYM fine-tuning + inference (I), and `gym` = the complete "
+                                   f"defense (fine-tuning + inference (L)); preset `{preset}`; held-out MNIST split (digits: its own split)."
+                                   f"{deviations} Target (issue 4): ASR ≤ 5 % with a clean-accuracy drop ≤ 3 points. Paper: GYM Table 2.")
+
+    rows, _ = run_cases(args, make, stage_rows, write=write)
+    path = write(rows, [])
     print(f"wrote {path}")
 
 

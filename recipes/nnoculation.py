@@ -66,25 +66,29 @@ def main(argv: list[str] | None = None) -> None:
 
     print_paper("NNoculation Table 5 (CA / ASR in %)", PAPER_TABLE5)
     print_paper("NNoculation Table 2 (BadNet-FSA grid of CA %, baseline 91.34, θ = 3 %, pick starred)", PAPER_TABLE2)
-    grids: list[str] = []
 
-    def keep_grid(model: str, seed: int, result: Any) -> None:
+    def keep_grid(model: str, seed: int, result: Any) -> dict[str, Any]:
         if seed == 0:
-            sel = result.details["selected"]
-            grids.append(f"### {model} (seed 0): baseline held-out CA {100 * result.details['baseline_holdout_acc']:.2f} %, "
-                         f"picked α={sel['learning_rate']:g}, γ={sel['noise']:.0%}\n\n{markdown_table(result.rows)}\n")
-            print(grids[-1], flush=True)
+            print(f"{model} grid (held-out CA %):\n{markdown_table(result.rows)}", flush=True)
             with atomic_path(Path(args.out) / f"nnoculation_grid_{model}.png") as tmp:
                 result.figures["grid"].savefig(tmp, dpi=110, bbox_inches="tight")
+        return {"grid": result.rows, "selected": result.details["selected"], "baseline_holdout_acc": result.details["baseline_holdout_acc"]}
 
-    rows = run_cases(args, lambda: NNoculationPre(**settings), stage_rows, on_result=keep_grid)
     meta = {"recipe": "nnoculation", "seeds": args.seeds, "quick": args.quick, "n_eval": args.n_eval or "all held-out",
             "defense": NNoculationPre(**settings).get_config(), "paper_rows": PAPER_TABLE5}
-    notes = ("GoodNet per the paper's rule (θ = 3 points on a held-out 20 % of the defender's clean images). "
-             f"Batch {known.batch} (see the recipe docstring). Paper: NNoculation Tables 2 and 5.\n\n## Grids (held-out CA %, "
-             "**bold** within θ, ★ picked)\n\n" + "\n".join(grids))
-    path = write_results("nnoculation", rows, directory=args.out, meta=meta, notes=notes,
-                         columns=["model", "defense", "clean_acc_before", "asr_before", "clean_acc", "asr", "robust_acc", "learning_rate", "noise", "within_threshold", "der", "seconds", "seed"])
+
+    def write(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> Path:
+        grids = [f"### {r['model']} (seed 0): baseline held-out CA {100 * r['baseline_holdout_acc']:.2f} %, "
+                 f"picked α={r['selected']['learning_rate']:g}, γ={r['selected']['noise']:.0%}\n\n{markdown_table(r['grid'])}\n"
+                 for r in records if r["seed"] == 0]
+        notes = ("GoodNet per the paper's rule (θ = 3 points on a held-out 20 % of the defender's clean images). "
+                 f"Batch {known.batch} (see the recipe docstring). Paper: NNoculation Tables 2 and 5.\n\n## Grids (held-out CA %, "
+                 "**bold** within θ, ★ picked)\n\n" + "\n".join(grids))
+        return write_results("nnoculation", rows, directory=args.out, meta=meta, notes=notes,
+                             columns=["model", "defense", "clean_acc_before", "asr_before", "clean_acc", "asr", "robust_acc", "learning_rate", "noise", "within_threshold", "der", "seconds", "seed"])
+
+    rows, records = run_cases(args, lambda: NNoculationPre(**settings), stage_rows, record=keep_grid, write=write)
+    path = write(rows, records)
     print(f"wrote {path}")
 
 
