@@ -21,6 +21,8 @@ Per-model figures (reversed triggers, anomaly indices) are written beside the ta
         --name neural_cleanse_converged
     python recipes/neural_cleanse.py --seeds 0 1 2 --steps 300 --models ruizegao_mnist_backdoor_7 ruizegao_mnist_clean \
         --checkpoint-dir runs/nc --name neural_cleanse_ruizegao        # ~20 min per run on one core
+    python recipes/neural_cleanse.py --seeds 0 1 2 3 4 5 6 7 8 9 --steps 300 --models dillonsd_baseline \
+        --checkpoint-dir runs/nc2 --name neural_cleanse_baseline_seeds  # the clean baseline's verdict over 10 seeds
 
 With ``--checkpoint-dir`` a run that is stopped resumes where its last checkpoint left it; ``seconds`` then counts
 only the session that finished while ``inversion_seconds`` sums the inversion time of every session, and a finished
@@ -98,13 +100,15 @@ def write(args: argparse.Namespace, rows: list[dict], total: int) -> None:
     )
     one = [r for r in rows if r["target_flagged"] is not None]
     clean = [r for r in rows if r["true_target"] == "clean"]
-    one_text = "; ".join(f"{r['model']} seed {r['seed']}: AI {r['anomaly_index']}, flagged {r['flagged']}" for r in one)
-    clean_text = "; ".join(f"{r['model']} seed {r['seed']}: AI {r['anomaly_index']}" for r in clean)
-    notes += (
-        f"\n\nOutcome: true target flagged in {sum(bool(r['target_flagged']) for r in one)} of {len(one)} all-to-one runs "
-        f"({one_text}); anomaly index < 2 in {sum(r['anomaly_index'] < 2 for r in clean)} of {len(clean)} clean-model runs "
-        f"({clean_text})."
-    )
+    outcome = []
+    if one:
+        runs = "; ".join(f"{r['model']} seed {r['seed']}: AI {r['anomaly_index']}, flagged {r['flagged']}" for r in one)
+        outcome.append(f"true target flagged in {sum(bool(r['target_flagged']) for r in one)} of {len(one)} all-to-one runs ({runs})")
+    if clean:
+        runs = "; ".join(f"{r['model']} seed {r['seed']}: AI {r['anomaly_index']}" for r in clean)
+        outcome.append(f"anomaly index < 2 in {sum(r['anomaly_index'] < 2 for r in clean)} of {len(clean)} clean-model runs ({runs})")
+    if outcome:
+        notes += "\n\nOutcome: " + "; ".join(outcome) + "."
     notes += (
         f"\n\nFor scale: the rule flags a label on {mad_null_flag_rate(10):.0%} of 10-label models whose L1 norms merely scatter "
         "normally (`kerasbd.metrics.mad_null_flag_rate(10)`, 20,000 seeded draws) — the false-alarm rate a clean MNIST "

@@ -51,7 +51,7 @@ def fake_cases(monkeypatch):
 
 
 def _args(tmp_path: Path, **kw) -> argparse.Namespace:
-    return argparse.Namespace(**{"seeds": 2, "models": "all", "n_eval": None, "checkpoint_dir": str(tmp_path / "ck"), **kw})
+    return argparse.Namespace(**{"seeds": [0, 1], "models": "all", "n_eval": None, "checkpoint_dir": str(tmp_path / "ck"), **kw})
 
 
 def test_results_written_after_every_case_and_records_kept(fake_cases, tmp_path):
@@ -65,7 +65,7 @@ def test_results_written_after_every_case_and_records_kept(fake_cases, tmp_path)
 
 
 def test_rerun_takes_finished_cases_from_the_checkpoint_dir(fake_cases, tmp_path):
-    first, first_records = _repair.run_cases(_args(tmp_path, seeds=1), CountingDefense, stage_rows, record=lambda m, s, r: {"m": m})
+    first, first_records = _repair.run_cases(_args(tmp_path, seeds=[0]), CountingDefense, stage_rows, record=lambda m, s, r: {"m": m})
     assert CountingDefense.calls == [("model_a", 0), ("model_b", 0)]
     # a stopped run: seed 0 finished, seed 1 not yet run
     again, records = _repair.run_cases(_args(tmp_path), CountingDefense, stage_rows, record=lambda m, s, r: {"m": m})
@@ -74,21 +74,21 @@ def test_rerun_takes_finished_cases_from_the_checkpoint_dir(fake_cases, tmp_path
 
 
 def test_checkpoint_from_other_settings_is_refused(fake_cases, tmp_path):
-    _repair.run_cases(_args(tmp_path, seeds=1), CountingDefense, stage_rows)
+    _repair.run_cases(_args(tmp_path, seeds=[0]), CountingDefense, stage_rows)
     with pytest.raises(ConfigError, match="other settings.*--checkpoint-dir"):
-        _repair.run_cases(_args(tmp_path, seeds=1), lambda: CountingDefense(drop=0.9), stage_rows)
+        _repair.run_cases(_args(tmp_path, seeds=[0]), lambda: CountingDefense(drop=0.9), stage_rows)
 
 
 def test_unreadable_checkpoint_names_the_file(fake_cases, tmp_path):
-    _repair.run_cases(_args(tmp_path, seeds=1), CountingDefense, stage_rows)
+    _repair.run_cases(_args(tmp_path, seeds=[0]), CountingDefense, stage_rows)
     path = tmp_path / "ck" / "model_a_seed0.json"
     path.write_text(path.read_text()[:20])
     with pytest.raises(ConfigError, match="model_a_seed0.json is not a readable case checkpoint"):
-        _repair.run_cases(_args(tmp_path, seeds=1), CountingDefense, stage_rows)
+        _repair.run_cases(_args(tmp_path, seeds=[0]), CountingDefense, stage_rows)
     assert json.loads((tmp_path / "ck" / "model_b_seed0.json").read_text())["rows"][0]["model"] == "model_b"
 
 
 def test_without_checkpoint_dir_every_case_runs(fake_cases, tmp_path):
     for _ in range(2):
-        _repair.run_cases(_args(tmp_path, seeds=1, checkpoint_dir=""), CountingDefense, stage_rows)
+        _repair.run_cases(_args(tmp_path, seeds=[0], checkpoint_dir=""), CountingDefense, stage_rows)
     assert len(CountingDefense.calls) == 4 and not (tmp_path / "ck").exists()
