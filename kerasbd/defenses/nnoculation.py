@@ -280,7 +280,7 @@ def _grid_figure(cells: list[dict[str, Any]], chosen: dict[str, Any], base_acc: 
     panels = [("holdout_acc", "held-out clean accuracy")]
     if cells and cells[0].get("asr") is not None:
         panels.append(("asr", "attack success rate (evaluation data)"))
-    fig = Figure(figsize=(4.2 * len(panels) + 0.8, 3.6))
+    fig = Figure(figsize=(4.2 * len(panels) + 0.8, 3.6), layout="constrained")  # keeps each colorbar off the next panel
     by_key = {(c["learning_rate"], c["noise"]): c for c in cells}
     for k, (key, title) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
@@ -289,7 +289,8 @@ def _grid_figure(cells: list[dict[str, Any]], chosen: dict[str, Any], base_acc: 
         for r, g in enumerate(gammas):
             for c, a in enumerate(lrs):
                 mark = "*" if by_key[(a, g)] is chosen else ""
-                ax.text(c, r, f"{100 * grid[r, c]:.1f}{mark}", ha="center", va="center", fontsize=7, color="white")
+                ax.text(c, r, f"{100 * grid[r, c]:.1f}{mark}", ha="center", va="center", fontsize=7,
+                        color="black" if grid[r, c] > 0.6 else "white")  # readable on viridis' bright end
         ax.set_xticks(range(len(lrs)), [f"{a:g}" for a in lrs])
         ax.set_yticks(range(len(gammas)), [f"{g:.0%}" for g in gammas])
         ax.set_xlabel("learning rate α")
