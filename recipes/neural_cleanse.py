@@ -8,14 +8,15 @@ before/after are measured on the held-out split (the other 9,000). Writes ``resu
 The original optimises up to 1000 steps × 31 mini-batches of 32 per label. On a CPU that is hours per model, so
 the recipe's default keeps the original's step length (31 mini-batches) but caps the steps at 60 (up to 1,860 Adam
 updates per label; in the committed 60-step runs every label reached the cap); every other constant is the
-original's. With the cap raised to 300, the original's early stop ends every label of every zoo model (the
-longest label of a run stops after 99–212 steps), so the 300-step files are the original's converged verdicts. Shorter steps (e.g.
+original's. With the cap raised to 300, the original's early stop ends every label of every zoo model with the
+default cross-entropy (the longest label of a run stops after 99–212 steps), so the 300-step files are the
+original's converged verdicts; with the swapped loss at least one label of ``ruizegao_mnist_backdoor_7`` (seed 0) ran
+into the cap. Shorter steps (e.g.
 ``--mini-batches 4``) make the 25-step early stop end labels after ~100 updates and produced a false positive on
 the clean baseline (anomaly index 2.43 on ``dillonsd_baseline`` with ``--steps 150 --mini-batches 4``, seed 0).
 Per-model figures (reversed triggers, anomaly indices) are written beside the table.
 
     python recipes/neural_cleanse.py                 # one seed, original step length, 60 steps
-    python recipes/neural_cleanse.py --loss original-swapped-ce --name neural_cleanse_swapped_ce
     python recipes/neural_cleanse.py --seeds 0 1 2 --steps 300 --models dillonsd_baseline dillonsd_pattern_all_to_one \
         dillonsd_single_pixel_all_to_all csaw_f_mnist_all_to_all digits-lenet5-patch --checkpoint-dir runs/nc2 \
         --name neural_cleanse_converged
@@ -23,6 +24,11 @@ Per-model figures (reversed triggers, anomaly indices) are written beside the ta
         --checkpoint-dir runs/nc --name neural_cleanse_ruizegao        # ~20 min per run on one core
     python recipes/neural_cleanse.py --seeds 0 1 2 3 4 5 6 7 8 9 --steps 300 --models dillonsd_baseline \
         --checkpoint-dir runs/nc2 --name neural_cleanse_baseline_seeds  # the clean baseline's verdict over 10 seeds
+    python recipes/neural_cleanse.py --seeds 0 1 2 --steps 300 --loss original-swapped-ce --models dillonsd_baseline \
+        dillonsd_pattern_all_to_one ruizegao_mnist_backdoor_7 --checkpoint-dir runs/ncswap \
+        --name neural_cleanse_swapped_ce_converged                      # the original code's loss quirk, to its early stop
+    python recipes/neural_cleanse.py --seeds 0 1 2 --steps 300 --models dillonsd_baseline dillonsd_pattern_all_to_one \
+        ruizegao_mnist_backdoor_7 --checkpoint-dir runs/ncpng --name neural_cleanse_png   # reruns for the PNG-round-trip columns
 
 With ``--checkpoint-dir`` a run that is stopped resumes where its last checkpoint left it; ``seconds`` then counts
 only the session that finished while ``inversion_seconds`` sums the inversion time of every session, and a finished
@@ -40,8 +46,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kerasbd.defenses import NeuralCleanse
+from kerasbd.defenses.neural_cleanse import mask_l1_norms
 from kerasbd.io import atomic_path
-from kerasbd.metrics import mad_null_flag_rate
+from kerasbd.metrics import mad_anomaly_index, mad_null_flag_rate
 from kerasbd.experiments import RESULT_COLUMNS, digits_case, mnist_split, mnist_zoo_cases, write_results
 
 # What the Neural Cleanse authors report, where our reference material states it (README of bolunwang/backdoor,
@@ -51,7 +58,7 @@ PAPER = {"gtsrb_bottom_right_white_4_target_33": {"anomaly_index": 3.65, "flagge
 
 DIGITS = "digits-lenet5-patch"  # the demo's BadNet, named by kerasbd.experiments.digits_case
 COLUMNS = [*RESULT_COLUMNS, "anomaly_index", "max_low_index", "flagged", "smallest", "true_target", "target_flagged", "target_l1",
-           "median_l1", "nc_steps", "inversion_seconds"]
+           "median_l1", "anomaly_index_png", "flagged_png", "unreached", "nc_steps", "inversion_seconds"]
 
 
 def run_case(case, val, test, args, seed: int) -> dict:
@@ -70,7 +77,9 @@ def run_case(case, val, test, args, seed: int) -> dict:
         target_flagged=None if target is None else target in d["flagged"],
         target_l1=None if target is None else d["l1_norms"][target],
         median_l1=round(d["median"], 2),
+        unreached=",".join(str(l) for l, ok in d["reached_threshold"].items() if not ok) or "none",
         nc_steps=max(d["steps_run"].values()),
+        **_png_verdict(result.arrays["masks"], d["labels"]),
         inversion_seconds=None if d["inversion_seconds"] is None else round(d["inversion_seconds"], 1),
         l1_norms=d["l1_norms"],  # JSON only: lets any MAD variant be recomputed from the committed file
     )
@@ -83,6 +92,12 @@ def run_case(case, val, test, args, seed: int) -> dict:
     return row
 
 
+def _png_verdict(masks, labels: list[int]) -> dict:
+    """The MAD test as the original computes it: L1 norms of the masks after their uint8 PNG round trip."""
+    test = mad_anomaly_index(mask_l1_norms(masks, quantize=True), labels=labels)
+    return {"anomaly_index_png": round(test["anomaly_index"], 3), "flagged_png": ",".join(str(l) for l in test["flagged"]) or "none"}
+
+
 def write(args: argparse.Namespace, rows: list[dict], total: int) -> None:
     """Write the results so far (after every run, so a stopped recipe keeps what it finished)."""
     notes = (
@@ -92,7 +107,10 @@ def write(args: argparse.Namespace, rows: list[dict], total: int) -> None:
         "held-out 9,000 MNIST test images (digits: the demo's held-out split). Seeds: "
         f"{', '.join(map(str, args.seeds))}. `flagged` = labels with anomaly index > 2 below the median; `smallest` = the "
         "label with the smallest mask; `max_low_index` = median / MAD, the largest anomaly index any label could reach (a "
-        "norm cannot go below 0); `nc_steps` = the "
+        "norm cannot go below 0); `anomaly_index_png` / `flagged_png` = the same test on the L1 norms of the masks after the "
+        "original's uint8 PNG round trip (`mask·255` truncated; `NeuralCleanse(quantize_masks=True)`); `unreached` = "
+        "labels whose inversion never reached the attack-success threshold (their last mask enters the test, as in the "
+        "original); `nc_steps` = the "
         "longest label's steps; `inversion_seconds` = the inversion's time summed over every session of a run resumed "
         "from checkpoints (— where a checkpoint predates that record), `seconds` = this session's whole defense run. Paper reference (NC README, GTSRB, target 33): anomaly index 3.65, flagged label 33 — "
         "the zoo has no GTSRB data, so the NC GTSRB model is not run here."
