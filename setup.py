@@ -16,7 +16,9 @@ setup(
     package_data={"kerasbd": ["py.typed"], "kerasbd._pretrained": ["*.json"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
-        "keras>=3.10",
+        # The lowest Keras the safe loader (kerasbd.models.safety, tests/test_security.py) has been tested on: the
+        # allow-list mirrors how this Keras resolves modules, classes and registered names.
+        "keras>=3.15.1,<3.16",
         "numpy>=2.0",
         "opencv-python-headless>=4.9",
         "h5py>=3.10",
@@ -24,7 +26,7 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "albumentations>=2.0"],
+        "test": ["pytest>=8", "albumentations>=2.0", "ruff==0.17.6", "mypy==2.4.1"],
     },
     entry_points={"console_scripts": ["kerasbd=kerasbd.cli:main"]},
 )

@@ -26,8 +26,9 @@ import tensorflow as tf
 
 from kerasbd.data import mnist_test_set
 from kerasbd.io import write_json, write_text
-from kerasbd.results import markdown_table
-from kerasbd.training.inversion import CostSchedule, LabelBatchedInversion, MaskPatternCandidates
+from kerasbd.reporting import markdown_table
+from kerasbd.defenses.inspection.neural_cleanse import CostSchedule, MaskPatternCandidates
+from kerasbd.training.inversion import LabelBatchedInversion
 from kerasbd.zoo import load_zoo_model
 
 MODELS = ("dillonsd_pattern_all_to_one", "ruizegao_mnist_backdoor_7")
@@ -36,7 +37,7 @@ MODELS = ("dillonsd_pattern_all_to_one", "ruizegao_mnist_backdoor_7")
 def time_inversion(model, x, labels, *, steps: int, mini_batches: int, label_batch_size: int | None, seed: int):
     inv = LabelBatchedInversion(steps=steps, mini_batches=mini_batches, label_batch_size=label_batch_size)
     start = time.perf_counter()
-    out = inv.run(model, x, labels, lambda s: MaskPatternCandidates(x.shape[1:], s), lambda s: CostSchedule(s), seed=seed, verbose=0)
+    out = inv.run(model, x, labels, MaskPatternCandidates(), CostSchedule(), seed=seed, verbose=0)
     return time.perf_counter() - start, out
 
 

@@ -1,6 +1,6 @@
 """STRIP throughput: batched scoring vs a per-input loop, on a real zoo MNIST BadNet.
 
-STRIP needs N = 100 forward passes per input. :meth:`kerasbd.defenses.strip.STRIP.entropy` sends the N blends
+STRIP needs N = 100 forward passes per input. :meth:`kerasbd.defenses.detection.strip.STRIP.entropy` sends the N blends
 of ``batch_size // N`` inputs through one compiled call; the original notebook (garrisongys/STRIP) calls
 ``model.predict`` once per input on its 100 blends. Three ways are timed, one run each, after one warm-up:
 
@@ -42,11 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     import keras
     import tensorflow as tf
 
-    from kerasbd.defenses.strip import STRIP
+    from kerasbd.defenses.detection.strip import STRIP
     from kerasbd.experiments import mnist_split, mnist_zoo_cases
     from kerasbd.io import write_json, write_text
     from kerasbd.models import as_logits_model
-    from kerasbd.results import markdown_table
+    from kerasbd.reporting import markdown_table
 
     case = next(c for c in mnist_zoo_cases(include_clean=False) if c.target is not None)
     (x_val, _), (x_test, _) = mnist_split(n_val=1000, seed=0)

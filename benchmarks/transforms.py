@@ -35,7 +35,7 @@ import numpy as np
 
 import kerasbd.transforms as T
 from kerasbd.io import write_json, write_text
-from kerasbd.results import markdown_table
+from kerasbd.reporting import markdown_table
 
 try:
     import albumentations as A

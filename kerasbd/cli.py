@@ -1,8 +1,10 @@
-"""The ``kerasbd`` command line: ``demo``, ``zoo``, ``evaluate``, ``defend``, ``detect``.
+"""The ``kerasbd`` command line: ``demo``, ``zoo``, ``evaluate``, ``inspect``, ``defend``, ``detect``.
 
-Every command prints a readable table and writes JSON (atomically) when ``--out`` is given. User mistakes
-(bad file, bad data, bad spec) end with ``error: <what is wrong and what to do>`` and exit status 2, never a
-traceback.
+Every command prints its verdict and a readable table, and writes JSON (atomically) when ``--out`` is given.
+Method names come from the registries (``INSPECTORS``, ``DEFENSES``, ``DETECTORS``); ``--set a__b=value``
+reaches nested settings (:meth:`kerasbd.config.Configurable.with_params`). User mistakes (bad file, bad data,
+bad spec, bad option) end with ``error: <what is wrong and what to do>`` and exit status 2, never a traceback;
+options and the output location are checked before any work starts.
 """
 
 from __future__ import annotations
@@ -42,17 +44,52 @@ def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _configure(registry: dict[str, Any], kind: str, name: str, sets: Sequence[str]) -> Any:
+    """The registered method ``name`` with the ``--set`` values applied (nested ones as ``a__b``)."""
+    if name not in registry:
+        raise ConfigError(f"unknown {kind} {name!r}; choose one of {', '.join(sorted(registry))}.")
+    return registry[name]().with_params(**_parse_sets(sets))
+
+
+def _check_out(path: str | None, given: str | None = None) -> None:
+    """Refuse an output folder that is an existing file or lies below one, before any work is done
+    (``given``: the ``--out`` value as typed, when ``path`` is derived from it)."""
+    if not path:
+        return
+    target, shown = Path(path), given or path
+    for p in (target, *target.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is" if p == target and given is None else f"lies below {p}, which is"
+                raise ConfigError(f"--out {shown} {where} an existing file; choose a folder path.")
+            if not os.access(p, os.W_OK):
+                raise ConfigError(f"--out {shown}: {p} is not writable; choose another folder.")
+            return
+
+
 def _load_model(args: argparse.Namespace, input_spec: Any = None) -> Any:
+    """``--model``: ``zoo:NAME``, or a file. A file whose checksum is a zoo entry's gets that entry's input spec
+    unless the trigger spec or ``--input-range`` says otherwise (the zoo's raw-pixel models need it)."""
+    from kerasbd import zoo
     from kerasbd.models import load_model
     from kerasbd.models.spec import InputSpec
-    from kerasbd.zoo import load_zoo_model
 
     if args.model.startswith("zoo:"):
-        return load_zoo_model(args.model[4:])
+        return zoo.load_zoo_model(args.model[4:], trust=args.trust)
     clf = load_model(args.model, architecture=args.architecture, input_spec=input_spec, trust=args.trust)
-    if getattr(args, "input_range", None) and clf.input_spec is not None and clf.input_spec.range != args.input_range:
-        spec = InputSpec.from_dict({**clf.input_spec.to_dict(), "range": args.input_range})
-        clf = load_model(args.model, architecture=args.architecture, input_spec=spec, trust=args.trust)
+    spec = input_spec
+    if spec is None:
+        entry = zoo.find_by_sha256(clf.source["sha256"])
+        spec = entry.get("input") if entry else None
+    if getattr(args, "input_range", None):
+        base = spec if spec is not None else clf.input_spec
+        base = base if isinstance(base, InputSpec) or base is None else InputSpec.from_dict(base)
+        spec = {**(base.to_dict() if base is not None else {}), "range": args.input_range}
+    if spec is not input_spec:
+        again = load_model(args.model, architecture=args.architecture, input_spec=spec, trust=args.trust)
+        if again.source["sha256"] != clf.source["sha256"]:
+            raise ConfigError(f"--model {args.model} changed while it was being loaded; refusing it.")
+        clf = again
     return clf
 
 
@@ -71,16 +108,44 @@ def _load_data(path: str) -> tuple[Any, Any]:
     return load_data(path)
 
 
-def _emit(args: argparse.Namespace, payload: dict[str, Any], table: str) -> None:
+def _json_target(out: str | None) -> Path | None:
+    """Where ``--out`` (a ``.json`` file or a folder) puts the JSON, checked before any work is done."""
+    if not out:
+        return None
+    target = Path(out) if out.endswith(".json") else Path(out) / "result.json"
+    if target.is_dir():
+        raise ConfigError(f"--out {out}: {target} is a folder; give a .json file name or a folder.")
+    _check_out(str(target.parent), given=out)
+    return target
+
+
+def _emit(target: Path | None, payload: dict[str, Any], table: str) -> None:
     print(table)
-    if getattr(args, "out", None):
+    if target is not None:
         from kerasbd.io import write_json
 
-        target = Path(args.out)
-        if target.suffix != ".json":
-            target = target / "result.json"
         write_json(target, payload)
         print(f"wrote {target}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {value}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------------- commands
@@ -93,7 +158,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_zoo(args: argparse.Namespace) -> int:
     from kerasbd import zoo
-    from kerasbd.results import markdown_table
+    from kerasbd.reporting import markdown_table
 
     if args.action == "list":
         rows = [
@@ -115,8 +180,9 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from kerasbd.metrics import evaluate_backdoor
-    from kerasbd.results import markdown_table
+    from kerasbd.reporting import markdown_table
 
+    target = _json_target(args.out)
     backdoors, spec = _load_trigger(args.trigger)
     clf = _load_model(args, spec)
     x, y = _load_data(args.data)
@@ -125,16 +191,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     table = markdown_table([row])
     if metrics.get("per_trigger"):
         table += "\n\n" + markdown_table([{"trigger": k, **v} for k, v in metrics["per_trigger"].items()])
-    _emit(args, {"model": args.model, "data": args.data, "trigger": args.trigger, "metrics": metrics}, table)
+    _emit(target, {"model": args.model, "data": args.data, "trigger": args.trigger, "metrics": metrics}, table)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from kerasbd.defenses import INSPECTORS
+
+    inspector = _configure(INSPECTORS, "inspector", args.method, args.set)
+    _check_out(args.out)
+    backdoors, spec = _load_trigger(args.trigger)
+    clf = _load_model(args, spec)
+    x, y = _load_data(args.clean)
+    result = inspector.inspect(clf, (x, y), seed=args.seed, strategy=args.strategy, checkpoint_dir=args.checkpoint_dir,
+                               restart=args.restart, verbose=args.verbose, backdoors=backdoors)
+    print(result.to_markdown())
+    print(result.verdict())
+    if args.out:
+        print(f"wrote {result.save(args.out)}/")
     return 0
 
 
 def cmd_defend(args: argparse.Namespace) -> int:
     from kerasbd.defenses import DEFENSES
 
-    if args.method not in DEFENSES:
-        raise ConfigError(f"unknown defense {args.method!r}; choose one of {', '.join(sorted(DEFENSES))}.")
-    defense = DEFENSES[args.method].from_config(_parse_sets(args.set))
+    defense = _configure(DEFENSES, "defense", args.method, args.set)
+    _check_out(args.out)
     backdoors, spec = _load_trigger(args.trigger)
     clf = _load_model(args, spec)
     clean = _load_data(args.clean)
@@ -142,8 +224,12 @@ def cmd_defend(args: argparse.Namespace) -> int:
     if eval_data is None and args.holdout:
         from kerasbd.data import split_defender
 
+        if args.holdout * len(clean[0]) < 1 or (1.0 - args.holdout) * len(clean[0]) < 1:
+            raise ConfigError(f"--holdout {args.holdout} of {len(clean[0])} clean images leaves no images on one side; "
+                              "choose a fraction that keeps images for both the defense and the evaluation, or give --test.")
         clean, eval_data = split_defender(*clean, val_fraction=1.0 - args.holdout, seed=args.seed)
-    result = defense.run(clf, clean, eval_data=eval_data, backdoors=backdoors, seed=args.seed, strategy=args.strategy, verbose=args.verbose)
+    result = defense.run(clf, clean, eval_data=eval_data, backdoors=backdoors, seed=args.seed, strategy=args.strategy,
+                         checkpoint_dir=args.checkpoint_dir, restart=args.restart, verbose=args.verbose)
     print(result.to_markdown())
     if args.out:
         out = result.save(args.out)
@@ -154,13 +240,15 @@ def cmd_defend(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     from kerasbd.defenses import DETECTORS
     from kerasbd.metrics import roc_auc, tpr_at_fpr
-    from kerasbd.results import markdown_table
+    from kerasbd.reporting import markdown_table
 
+    detector = _configure(DETECTORS, "detector", args.method, args.set)
+    target = _json_target(args.out)
     backdoors, spec = _load_trigger(args.trigger)
     clf = _load_model(args, spec)
     clean_x, _ = _load_data(args.clean)
     inputs_x, _ = _load_data(args.inputs)
-    detector = DETECTORS[args.method].from_config(_parse_sets(args.set)).fit(clf, clean_x, fpr=args.fpr, seed=args.seed)
+    detector.fit(clf, clean_x, fpr=args.fpr, seed=args.seed)
     scores = detector.score(inputs_x)
     flags = scores > detector.threshold_
     summary: dict[str, Any] = {
@@ -180,7 +268,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             auc=roc_auc(scores, t_scores),
             tpr_at_fpr5=tpr_at_fpr(scores, t_scores, 0.05),
         )
-    _emit(args, {"summary": summary, "scores": scores, "flags": flags}, markdown_table([summary]))
+    _emit(target, {"summary": summary, "scores": scores, "flags": flags}, markdown_table([summary]))
     return 0
 
 
@@ -190,11 +278,30 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--architecture", help="architecture for a weights-only file (see kerasbd.models.ARCHITECTURES)")
     p.add_argument("--input-range", choices=["0-1", "0-255"], help="the model's own pixel range (default: from trigger spec, zoo, else 0-1)")
     p.add_argument("--trust", action="store_true", help="allow Lambda layers / custom classes (executes code from the file!)")
-    p.add_argument("--trigger", help="trigger/target spec JSON (schema in README)")
+    p.add_argument("--trigger", help="trigger/target spec JSON (schema in README); for inspect: only to report how close "
+                                     "the reversed trigger came to it")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage mistakes as a one-line ``ConfigError`` (main prints ``error: ...``, exit status 2)."""
+
+    def error(self, message: str) -> Any:  # noqa: D102 - argparse's hook
+        raise ConfigError(f"{message} (see `{self.prog} --help`).")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="method parameter (repeatable); nested ones as a__b, e.g. inspector__inversion__steps=300")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", default=None, help="tf.distribute strategy: auto, default, mirrored, multi-worker")
+    p.add_argument("--checkpoint-dir", default=None, help="keep finished work here; a rerun with the same settings resumes")
+    p.add_argument("--restart", action="store_true", help="discard what --checkpoint-dir holds instead of resuming")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kerasbd", description="Find and remove backdoors in Keras image classifiers.")
+    from kerasbd.defenses import DEFENSES, DETECTORS, INSPECTORS
+
+    parser = _Parser(prog="kerasbd", description="Find and remove backdoors in Keras image classifiers.")
     parser.add_argument("--verbose", type=int, default=1)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -215,29 +322,35 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--data", required=True, help="labelled data: .h5 (CSAW/NC), .npz, per-class .npy folder, image folder, 'digits'")
     p.add_argument("--asr-mode", choices=["all", "correct"], default="all", help="'correct': DHBE's ASR over correctly classified inputs")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--out", help="JSON file or folder")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("inspect", help="is the model backdoored, and towards which label? (no trigger needed)")
+    p.add_argument("method", choices=sorted(INSPECTORS), help="inspector")
+    _model_args(p)
+    p.add_argument("--clean", required=True, help="the defender's clean data (labels used when present)")
+    _run_args(p)
+    p.add_argument("--out", help="output folder (result.json, result.md, plots, reversed_triggers.json)")
+    p.set_defaults(func=cmd_inspect)
+
     p = sub.add_parser("defend", help="repair or wrap a model with a defense")
-    p.add_argument("method", help="defense name (gym, nnoculation-pre, fine-pruning, neural-cleanse, shrinkpad, flip, gym-inference)")
+    p.add_argument("method", choices=sorted(DEFENSES), help="defense")
     _model_args(p)
     p.add_argument("--clean", required=True, help="the defender's clean data")
     p.add_argument("--test", help="held-out labelled data for before/after metrics")
-    p.add_argument("--holdout", type=float, default=0.0, help="without --test: fraction of --clean held out for evaluation")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="defense parameter (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strategy", default=None, help="tf.distribute strategy: auto, default, mirrored, multi-worker")
+    p.add_argument("--holdout", type=_fraction, default=0.0, help="without --test: fraction of --clean held out for evaluation")
+    _run_args(p)
     p.add_argument("--out", help="output folder (result.json, result.md, plots, model.keras)")
     p.set_defaults(func=cmd_defend)
 
     p = sub.add_parser("detect", help="flag triggered inputs at inference time")
-    p.add_argument("method", choices=["strip", "squeeze"])
+    p.add_argument("method", choices=sorted(DETECTORS), help="input detector")
     _model_args(p)
     p.add_argument("--clean", required=True, help="clean inputs for calibration (labels ignored)")
     p.add_argument("--inputs", required=True, help="inputs to screen")
-    p.add_argument("--fpr", type=float, default=0.01, help="false-positive rate on clean data that sets the threshold")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--fpr", type=_fraction, default=0.01, help="false-positive rate on clean data that sets the threshold")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="detector parameter (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="JSON file or folder")
     p.set_defaults(func=cmd_detect)
@@ -245,7 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # retracing notices from repeated predict calls are noise for CLI users
@@ -253,6 +370,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KerasBDError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. a full disk or a folder without write permission while writing results
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; check the paths given and free space.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -28,13 +28,13 @@ DEMO_TRIGGER_SPEC: dict[str, Any] = {
 }
 
 # The demo's defender holds ~360 clean 28×28 images, so two defaults are scaled: GYM uses its "mnist" preset
-# (see kerasbd.defenses.gym.PRESETS) and NNoculation batches of 32 (batch 1283 would be one step per epoch).
+# (see kerasbd.defenses.repair.gym.PRESETS) and NNoculation batches of 32 (batch 1283 would be one step per epoch).
 _SETTINGS: dict[str, dict[str, Any]] = {"nnoculation-pre": {"batch_size": 32}}
 # Smaller budgets for --quick (a smoke run of about a minute).
 _QUICK: dict[str, dict[str, Any]] = {
     "gym": {"rounds": 10},
     "nnoculation-pre": {"learning_rates": [1.0, 3.0], "noise_fractions": [0.2, 0.4], "epochs": 3},
-    "neural-cleanse": {"steps": 20, "mini_batches": 8},
+    "neural-cleanse": {"inspector__inversion__steps": 20, "inspector__inversion__mini_batches": 8},
 }
 
 
@@ -43,7 +43,7 @@ def demo_defense(name: str, quick: bool = False) -> Any:
     from kerasbd.defenses import DEFENSES, GYM
 
     params = {**_SETTINGS.get(name, {}), **(_QUICK.get(name, {}) if quick else {})}
-    return GYM.preset("mnist", **params) if name == "gym" else DEFENSES[name].from_config(params)
+    return GYM.preset("mnist", **params) if name == "gym" else DEFENSES[name]().with_params(**params)
 
 
 @dataclasses.dataclass
@@ -102,7 +102,7 @@ def run_demo(seed: int = 0, defenses: str = "all", out: str | Path | None = "run
     from kerasbd.defenses import DEFENSES, DETECTORS
     from kerasbd.io import write_json, write_text
     from kerasbd.metrics import evaluate_backdoor, roc_auc, tpr_at_fpr
-    from kerasbd.results import markdown_table
+    from kerasbd.reporting import markdown_table
 
     say = print if verbose else (lambda *a, **k: None)
     say(f"kerasbd demo (seed {seed}): training a LeNet-5 BadNet on scikit-learn digits (28×28), trigger 3×3 patch → 0 ...")
@@ -111,7 +111,16 @@ def run_demo(seed: int = 0, defenses: str = "all", out: str | Path | None = "run
     say(f"BadNet trained in {case.seconds:.1f}s: clean accuracy {before['clean_acc']:.4f}, attack success rate {before['asr']:.4f} "
         f"(held-out test set, {len(case.test[1])} images)\n")
 
-    rows = [{"defense": "none (BadNet)", "clean_acc": before["clean_acc"], "asr": before["asr"], "robust_acc": before["robust_acc"], "der": None, "seconds": round(case.seconds, 2)}]
+    rows = [
+        {
+            "defense": "none (BadNet)",
+            "clean_acc": before["clean_acc"],
+            "asr": before["asr"],
+            "robust_acc": before["robust_acc"],
+            "der": None,
+            "seconds": round(case.seconds, 2),
+        }
+    ]
     results = {}
     for name in _selected(defenses, DEFENSES):
         say(f"running defense {name} ...")

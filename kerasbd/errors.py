@@ -32,6 +32,14 @@ class WeightsMismatchError(ModelFileError):
     """A weights file does not fit the architecture it is loaded into (layer names or tensor shapes differ)."""
 
 
+class ModelTooLargeError(ModelFileError):
+    """A model file declares more than a loading limit allows (parameters, config size, decompressed bytes).
+
+    The message names the limit and the ``load_model`` option that raises it; a tiny file declaring a huge model
+    is refused before anything is allocated.
+    """
+
+
 class TriggerError(KerasBDError, ValueError):
     """A trigger or target specification is invalid or does not fit the images it is applied to."""
 

@@ -89,15 +89,18 @@ def _std(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(rows: Iterable[dict[str, Any]], by: Sequence[str] = ("model", "defense"),
-              metrics: Sequence[str] = ("clean_acc_before", "asr_before", "clean_acc", "asr", "robust_acc", "der", "seconds")) -> list[dict[str, Any]]:
+def summarize(
+    rows: Iterable[dict[str, Any]],
+    by: Sequence[str] = ("model", "defense"),
+    metrics: Sequence[str] = ("clean_acc_before", "asr_before", "clean_acc", "asr", "robust_acc", "der", "seconds"),
+) -> list[dict[str, Any]]:
     """Mean ± std over seeds: one row per group with ``<metric>`` (mean), ``<metric>_std`` and ``seeds``."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(tuple(r.get(k) for k in by), []).append(r)
     out = []
     for key, members in groups.items():
-        row: dict[str, Any] = dict(zip(by, key))
+        row: dict[str, Any] = dict(zip(by, key, strict=True))
         for m in metrics:
             vals = [float(r[m]) for r in members if r.get(m) is not None]
             if vals:
@@ -133,7 +136,7 @@ def write_results(name: str, rows: list[dict[str, Any]], *, columns: Sequence[st
     import tensorflow as tf
 
     from kerasbd.io import write_json, write_text
-    from kerasbd.results import markdown_table
+    from kerasbd.reporting import markdown_table
 
     columns = list(columns or [c for c in RESULT_COLUMNS if any(c in r for r in rows)])
     metrics = [c for c in columns if c not in (*by, "seed") and any(isinstance(r.get(c), (int, float)) for r in rows)]
@@ -143,7 +146,7 @@ def write_results(name: str, rows: list[dict[str, Any]], *, columns: Sequence[st
         command = " ".join(["python", os.path.relpath(script), *sys.argv[1:]]) if script else f"python recipes/{name}.py"
     info = {
         "command": command,
-        "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
         "machine": f"{platform.machine()} ({platform.processor() or 'cpu'})", **(meta or {}),
     }

@@ -99,13 +99,25 @@ def check_images(
 def check_labels(y: np.ndarray, *, num_classes: int | None = None, n: int | None = None, name: str = "labels") -> np.ndarray:
     """Validate integer class labels (1-D, or one-hot 2-D) and return them as an int64 vector.
 
+    2-D labels must be one-hot rows (one 1, the rest 0): anything else (soft labels, all-zero rows, a table of
+    features) is refused rather than argmaxed into a wrong class.
+
     Example:
         >>> check_labels([0, 2, 1], num_classes=3).tolist()
         [0, 2, 1]
+        >>> check_labels([[0, 1, 0], [1, 0, 0]]).tolist()
+        [1, 0]
     """
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] > 1:
-        y = y.argmax(axis=1)  # one-hot or probability rows
+        if not np.issubdtype(y.dtype, np.number):
+            raise DataError(f"{name}: dtype {y.dtype} is not numeric.")
+        onehot = np.isin(y, (0, 1)).all(axis=1) & (y.sum(axis=1) == 1)
+        if not onehot.all():
+            row = int(np.flatnonzero(~onehot)[0])
+            raise DataError(f"{name}: 2-D labels must be one-hot rows, but row {row} is {y[row][:10].tolist()}"
+                            f"{' ...' if y.shape[1] > 10 else ''}; pass class indices (a vector) or one-hot rows.")
+        y = y.argmax(axis=1)
     elif y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:

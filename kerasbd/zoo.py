@@ -91,7 +91,7 @@ def get_entry(name: str) -> dict[str, Any]:
 
 
 def find_by_sha256(sha256: str) -> dict[str, Any] | None:
-    """The entry whose file has this checksum, or None (used by load_model to pick an input spec)."""
+    """The entry whose file has this checksum, or None (e.g. to find the input spec of a zoo file loaded by path)."""
     for entry in _manifest():
         if entry.get("sha256") == sha256:
             return json.loads(json.dumps(entry))
@@ -139,8 +139,11 @@ def load_zoo_model(name: str, *, trust: bool = False) -> Any:
     ok, message = _check(entry)
     if not ok:
         raise ZooError(f"zoo entry {name!r}: {message}. Refusing to load an unverified model file.")
-    from kerasbd.models import load_model  # models imports this module lazily; keep the import cycle one-way
+    from kerasbd.models import load_model  # imported here so that reading the manifest does not start TensorFlow
 
-    clf = load_model(entry_path(name), architecture=entry.get("architecture") if entry["format"] == "weights" else None, zoo_entry=entry, trust=trust)
-    clf.source["zoo_entry"] = name
+    architecture = entry.get("architecture") if entry["format"] == "weights" else None
+    clf = load_model(entry_path(name), architecture=architecture, input_spec=entry.get("input"), trust=trust)
+    if clf.source["sha256"] != entry["sha256"]:  # the loader hashes exactly the bytes it read
+        raise ZooError(f"zoo entry {name!r}: the file changed while it was being loaded. Refusing an unverified model file.")
+    clf.source.update(zoo_entry=name, input_spec_source=f"zoo:{name}")
     return clf

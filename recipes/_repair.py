@@ -11,11 +11,9 @@ after every model × seed; with ``--checkpoint-dir`` a stopped run resumes at th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -34,6 +32,7 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     p.add_argument("--out", default="results", help="output folder")
     p.add_argument("--checkpoint-dir", default="", help="save every finished model × seed here; a rerun with the same "
                                                            "settings takes those from here instead of running them again")
+    p.add_argument("--restart", action="store_true", help="discard what --checkpoint-dir holds instead of resuming")
     args = p.parse_args(argv)
     if args.seeds is None:
         args.seeds = [0] if args.quick else [0, 1, 2]
@@ -57,7 +56,7 @@ def _cases(which: str, seed: int) -> list[tuple[Any, tuple, tuple | None]]:
 
 
 def _subset(data: tuple[np.ndarray, np.ndarray], n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from kerasbd.defenses._stages import subsample
+    from kerasbd.data.splits import subsample
 
     return subsample(data, n, seed)
 
@@ -80,14 +79,17 @@ def run_cases(
     takes it from there instead of running it again.
     """
     from kerasbd.experiments import mnist_split
+    from kerasbd.resume import open_store
 
     config = {"defense": make_defense().get_config(), "n_eval": args.n_eval}
+    store = open_store(args.checkpoint_dir, config, restart=args.restart)
     rows: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
     for seed in args.seeds:
         val, test = mnist_split(n_val=1000, seed=seed)
         for case, own_val, own_test in _cases(args.models, seed):
-            done = _load_case(args.checkpoint_dir, case.name, seed, config)
+            key = f"{case.name}_seed{seed}"
+            done = store.load_json(key) if store is not None else None
             if done is None:
                 v, t = (own_val, own_test) if own_val is not None else (val, test)
                 t = _subset(t, args.n_eval, seed)
@@ -96,7 +98,8 @@ def run_cases(
                 seconds = time.perf_counter() - start
                 done = {"rows": _case_rows(case.name, seed, result, stage_rows(result), seconds),
                         "record": record(case.name, seed, result) if record is not None else None}
-                _save_case(args.checkpoint_dir, case.name, seed, config, done)
+                if store is not None:
+                    store.save_json(key, done)
             else:
                 print(f"seed {seed} {case.name}: finished earlier, taken from {args.checkpoint_dir}", flush=True)
             rows += done["rows"]
@@ -108,7 +111,7 @@ def run_cases(
 
 
 def _case_rows(model: str, seed: int, result: Any, stages: list[dict[str, Any]], seconds: float) -> list[dict[str, Any]]:
-    from kerasbd.results import der
+    from kerasbd.metrics import der
 
     before = result.metrics_before
     rows = []
@@ -129,37 +132,8 @@ def _case_rows(model: str, seed: int, result: Any, stages: list[dict[str, Any]],
     return rows
 
 
-def _case_file(directory: str, model: str, seed: int) -> Path:
-    return Path(directory) / f"{model}_seed{seed}.json"
-
-
-def _load_case(directory: str, model: str, seed: int, config: dict[str, Any]) -> dict[str, Any] | None:
-    """A finished case saved by an earlier run with the same settings, or None."""
-    if not directory or not _case_file(directory, model, seed).exists():
-        return None
-    from kerasbd.errors import ConfigError
-    from kerasbd.io import to_jsonable
-
-    path = _case_file(directory, model, seed)
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path} is not a readable case checkpoint ({exc}); delete it to run that case again.") from None
-    if saved.get("config") != to_jsonable(config):
-        raise ConfigError(f"{path} was written with other settings ({saved.get('config')}); use another --checkpoint-dir "
-                          "or delete it to run that case again.")
-    return saved
-
-
-def _save_case(directory: str, model: str, seed: int, config: dict[str, Any], done: dict[str, Any]) -> None:
-    if directory:
-        from kerasbd.io import write_json
-
-        write_json(_case_file(directory, model, seed), {"config": config, **done})
-
-
 def print_paper(title: str, rows: list[dict[str, Any]]) -> None:
     """Print the paper's numbers (as reported there) before ours."""
-    from kerasbd.results import markdown_table
+    from kerasbd.reporting import markdown_table
 
     print(f"\nPaper: {title}\n{markdown_table(rows)}\n", flush=True)

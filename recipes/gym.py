@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     from kerasbd.defenses import GYM
-    from kerasbd.defenses.gym import PRESETS
+    from kerasbd.defenses.repair.gym import PRESETS
     from kerasbd.experiments import write_results
 
     extra = argparse.ArgumentParser(add_help=False)

@@ -50,8 +50,8 @@ def _eval_sets(case: Any, x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tu
 
 
 def detector_rows(cases: list[Any], val: tuple, test: tuple, *, n_eval: int, n_overlays: int, seed: int) -> tuple[list[dict], dict]:
-    from kerasbd.defenses.feature_squeezing import FeatureSqueezing
-    from kerasbd.defenses.strip import STRIP
+    from kerasbd.defenses.detection.feature_squeezing import FeatureSqueezing
+    from kerasbd.defenses.detection.strip import STRIP
     from kerasbd.metrics import evaluate_backdoor, roc_auc, roc_curve, tpr_at_fpr
 
     rows, curves = [], {}
@@ -108,7 +108,7 @@ def plot_roc(curves: dict, rows: list[dict], path: str) -> None:
 
 
 def purification_rows(cases: list[Any], val: tuple, test: tuple, *, seeds: list[int]) -> list[dict]:
-    from kerasbd.defenses.purification import FlipDefense, GYMInference, ShrinkPadDefense
+    from kerasbd.defenses.purification.wrappers import FlipDefense, GYMInference, ShrinkPadDefense
 
     rows = []
     for case in cases:

@@ -46,7 +46,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kerasbd.defenses import NeuralCleanse
-from kerasbd.defenses.neural_cleanse import mask_l1_norms
+from kerasbd.defenses.inspection.neural_cleanse import mask_l1_norms
 from kerasbd.io import atomic_path
 from kerasbd.metrics import mad_anomaly_index, mad_null_flag_rate
 from kerasbd.experiments import RESULT_COLUMNS, digits_case, mnist_split, mnist_zoo_cases, write_results
@@ -63,8 +63,10 @@ COLUMNS = [*RESULT_COLUMNS, "anomaly_index", "max_low_index", "flagged", "smalle
 
 def run_case(case, val, test, args, seed: int) -> dict:
     ckpt = os.path.join(args.checkpoint_dir, f"{case.name}_seed{seed}") if args.checkpoint_dir else None
-    nc = NeuralCleanse(steps=args.steps, mini_batches=args.mini_batches, loss=args.loss, checkpoint_dir=ckpt)
-    result = nc.run(case.classifier, clean=val, eval_data=test, backdoors=case.backdoors, seed=seed, verbose=args.verbose)
+    nc = NeuralCleanse().with_params(inspector__inversion__steps=args.steps, inspector__inversion__mini_batches=args.mini_batches,
+                                     inspector__inversion__loss=args.loss)
+    result = nc.run(case.classifier, clean=val, eval_data=test, backdoors=case.backdoors, seed=seed, verbose=args.verbose,
+                    checkpoint_dir=ckpt, restart=args.restart)
     d = result.details
     target = case.target
     row = {"model": case.name, **result.summary_row(), "seed": seed}
@@ -108,7 +110,7 @@ def write(args: argparse.Namespace, rows: list[dict], total: int) -> None:
         f"{', '.join(map(str, args.seeds))}. `flagged` = labels with anomaly index > 2 below the median; `smallest` = the "
         "label with the smallest mask; `max_low_index` = median / MAD, the largest anomaly index any label could reach (a "
         "norm cannot go below 0); `anomaly_index_png` / `flagged_png` = the same test on the L1 norms of the masks after the "
-        "original's uint8 PNG round trip (`mask·255` truncated; `NeuralCleanse(quantize_masks=True)`); `unreached` = "
+        "original's uint8 PNG round trip (`mask·255` truncated; `--set inspector__quantize_masks=true`); `unreached` = "
         "labels whose inversion never reached the attack-success threshold (their last mask enters the test, as in the "
         "original); `nc_steps` = the "
         "longest label's steps; `inversion_seconds` = the inversion's time summed over every session of a run resumed "
@@ -145,6 +147,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", help="only these zoo models (default: all MNIST models + digits)")
     parser.add_argument("--save-dir", default="", help="also save each run's figures and arrays here")
     parser.add_argument("--checkpoint-dir", default="", help="resumable inversion checkpoints here (one folder per model and seed)")
+    parser.add_argument("--restart", action="store_true", help="discard what --checkpoint-dir holds instead of resuming")
     parser.add_argument("--out", default="results")
     parser.add_argument("--name", default="neural_cleanse", help="result file name (e.g. neural_cleanse_long for a longer schedule)")
     parser.add_argument("--verbose", type=int, default=0)

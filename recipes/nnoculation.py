@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     from kerasbd.defenses import NNoculationPre
     from kerasbd.experiments import write_results
     from kerasbd.io import atomic_path
-    from kerasbd.results import markdown_table
+    from kerasbd.reporting import markdown_table
 
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--batch", type=int, default=89)

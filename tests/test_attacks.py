@@ -20,6 +20,7 @@ from kerasbd.attacks import (
     ImageTrigger,
     InvisibleL0,
     InvisibleL2,
+    MaskedPattern,
     NoisePattern,
     Patch,
     PixelPattern,
@@ -307,6 +308,8 @@ ALL_TRIGGERS = [
     InvisibleL2(budget=0.5, seed=1),
     Combination([Patch(2, "top-left"), PixelPattern([[-1, -1]])]),
     Amplified(Patch(2, "bottom-right"), copies=9),
+    Blend(np.linspace(0, 1, 12 * 12 * 3, dtype=np.float32).reshape(12, 12, 3), alpha=0.3),  # an array pattern round-trips too
+    MaskedPattern(np.eye(12, dtype=np.float32) * 0.7, np.full((12, 12, 3), 0.3, np.float32)),
 ]
 
 

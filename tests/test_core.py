@@ -8,11 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from kerasbd.defenses.base import threshold_at_fpr
+from kerasbd.metrics import der, threshold_at_fpr
 from kerasbd.errors import ConfigError, DataError
 from kerasbd.io import atomic_path, sha256_file, write_json
 from kerasbd.models.spec import InputAdapter, InputSpec
-from kerasbd.results import DefenseResult, der, markdown_table
+from kerasbd.reporting import DefenseResult, markdown_table
 from kerasbd.training import TransformedBatches, fit_classifier, get_strategy
 from kerasbd.validation import check_images, check_labels
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from kerasbd.defenses import DEFENSES, GYM, FinePruning, NNoculationPre
-from kerasbd.defenses.fine_pruning import conv_layers, layer_output_model
-from kerasbd.defenses.nnoculation import select_cell, split_holdout
+from kerasbd.models.surgery import conv_layers, layer_output_model
+from kerasbd.defenses.repair.nnoculation import select_cell, split_holdout
 from kerasbd.errors import ConfigError
 
 
@@ -63,8 +63,9 @@ def test_split_holdout_is_stratified_and_disjoint():
 
 
 def test_nnoculation_grid_selection_and_resume(badnet, tmp_path, monkeypatch):
-    defense = NNoculationPre(learning_rates=(0.5, 2.0), noise_fractions=(0.1, 0.4), epochs=2, batch_size=64, checkpoint_dir=str(tmp_path))
-    result = defense.run(badnet.model, badnet.val, eval_data=badnet.test, backdoors=badnet.backdoors, seed=0, verbose=0)
+    defense = NNoculationPre(learning_rates=(0.5, 2.0), noise_fractions=(0.1, 0.4), epochs=2, batch_size=64)
+    result = defense.run(badnet.model, badnet.val, eval_data=badnet.test, backdoors=badnet.backdoors, seed=0, verbose=0,
+                         checkpoint_dir=tmp_path)
     grid = result.details["grid"]
     assert len(grid) == 4 and all("asr" in c for c in grid)
     chosen, within = select_cell(grid, result.details["baseline_holdout_acc"], 0.03)
@@ -80,15 +81,18 @@ def test_nnoculation_grid_selection_and_resume(badnet, tmp_path, monkeypatch):
     # resume: every cell is checkpointed, so a second run trains nothing and returns the same GoodNet
     assert len(list(tmp_path.glob("*.weights.h5"))) == 4
     monkeypatch.setattr(NNoculationPre, "_train_cell", lambda *a, **k: pytest.fail("a finished cell was retrained"))
-    again = defense.run(badnet.model, badnet.val, seed=0, verbose=0)
-    assert again.details["selected"] == result.details["selected"]
+    again = defense.run(badnet.model, badnet.val, eval_data=badnet.test, backdoors=badnet.backdoors, seed=0, verbose=0,
+                        checkpoint_dir=tmp_path)
+    assert again.details["selected"] == result.details["selected"] and again.details["grid"] == grid
     for a, b in zip(again.model.get_weights(), result.model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
 
-def test_nnoculation_checkpoint_of_other_seed_is_not_reused(badnet, tmp_path):
-    kw = dict(learning_rates=(1.0,), noise_fractions=(0.2,), epochs=1, batch_size=64, checkpoint_dir=str(tmp_path))
-    NNoculationPre(**kw).run(badnet.model, badnet.val, seed=0, verbose=0)
+def test_nnoculation_checkpoint_of_other_seed_is_refused_unless_restarted(badnet, tmp_path):
+    kw = dict(learning_rates=(1.0,), noise_fractions=(0.2,), epochs=1, batch_size=64)
+    NNoculationPre(**kw).run(badnet.model, badnet.val, seed=0, verbose=0, checkpoint_dir=tmp_path)
+    with pytest.raises(ConfigError, match="differs in: seed \\(saved 0, now 1\\)"):
+        NNoculationPre(**kw).run(badnet.model, badnet.val, seed=1, verbose=0, checkpoint_dir=tmp_path)
     calls = []
     original = NNoculationPre._train_cell
 
@@ -98,7 +102,7 @@ def test_nnoculation_checkpoint_of_other_seed_is_not_reused(badnet, tmp_path):
 
     NNoculationPre._train_cell = counting
     try:
-        NNoculationPre(**kw).run(badnet.model, badnet.val, seed=1, verbose=0)
+        NNoculationPre(**kw).run(badnet.model, badnet.val, seed=1, verbose=0, checkpoint_dir=tmp_path, restart=True)
     finally:
         NNoculationPre._train_cell = original
     assert calls == [1]

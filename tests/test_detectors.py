@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from kerasbd.defenses import detectors
-from kerasbd.defenses.detectors import detector_model, far_frr_report
-from kerasbd.defenses.feature_squeezing import SQUEEZER_SETS, FeatureSqueezing, make_squeezer
-from kerasbd.defenses.purification import FlipDefense, GYMInference, ShrinkPadDefense
-from kerasbd.defenses.strip import STRIP
+from kerasbd.defenses.detection import common as detectors
+from kerasbd.defenses.detection.common import detector_model, far_frr_report
+from kerasbd.defenses.detection.feature_squeezing import SQUEEZER_SETS, FeatureSqueezing, make_squeezer
+from kerasbd.defenses.purification.wrappers import FlipDefense, GYMInference, ShrinkPadDefense
+from kerasbd.defenses.detection.strip import STRIP
 from kerasbd.errors import ConfigError, DataError
 
 SHAPE = (8, 8, 1)

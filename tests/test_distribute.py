@@ -69,7 +69,8 @@ INVERSION_SCRIPT = textwrap.dedent(
 
     import keras
     from kerasbd.training import get_strategy
-    from kerasbd.training.inversion import CostSchedule, LabelBatchedInversion, MaskPatternCandidates
+    from kerasbd.defenses.inspection.neural_cleanse import CostSchedule, MaskPatternCandidates
+    from kerasbd.training.inversion import LabelBatchedInversion
 
     keras.utils.set_random_seed(0)
     net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
@@ -79,8 +80,7 @@ INVERSION_SCRIPT = textwrap.dedent(
     out = {}
     for kind in ("default", "mirrored"):
         strategy = get_strategy(kind)
-        res = inv.run(net, x, [0, 1, 2, 3, 4], lambda s: MaskPatternCandidates((8, 8, 1), s),
-                      lambda s: CostSchedule(s), strategy=strategy, verbose=0)
+        res = inv.run(net, x, [0, 1, 2, 3, 4], MaskPatternCandidates(), CostSchedule(), strategy=strategy, verbose=0)
         out[kind] = {"replicas": strategy.num_replicas_in_sync, "masks": res.stacked("mask").tolist(),
                      "acc": [res[l]["acc"] for l in sorted(res)]}
     out["init"] = [np.random.default_rng([0, l]).random((8, 8)).tolist() for l in range(5)]

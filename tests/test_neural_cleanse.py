@@ -9,19 +9,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbd.defenses.neural_cleanse import NeuralCleanse, apply_mask_pattern, mask_l1_norms
-from kerasbd.metrics import mad_anomaly_index
+from kerasbd.attacks.masked import apply_mask_pattern
+from kerasbd.defenses import NeuralCleanse, NeuralCleanseInspector
+from kerasbd.defenses.inspection.neural_cleanse import CostSchedule, MaskPatternCandidates, mask_l1_norms
 from kerasbd.errors import ConfigError
+from kerasbd.metrics import evaluate_backdoor, mad_anomaly_index
 from kerasbd.models.spec import InputSpec
-from kerasbd.training.inversion import (
-    SWAPPED_CE_SCALE,
-    CostSchedule,
-    LabelBatchedInversion,
-    MaskPatternCandidates,
-    MiniBatchStream,
-    SlotAdam,
-    classification_loss,
-)
+from kerasbd.resume import ResumeStore
+from kerasbd.training.inversion import SWAPPED_CE_SCALE, LabelBatchedInversion, MiniBatchStream, SlotAdam, classification_loss
 
 TARGET = 0
 
@@ -70,10 +65,9 @@ def _dense_net(shape=(6, 6, 1), classes=4, seed=0) -> keras.Model:
 
 def _invert(net, x, labels, **kw):
     seed = kw.pop("seed", 0)
-    checkpoint_dir = kw.pop("checkpoint_dir", None)
+    store = kw.pop("store", None)
     inv = LabelBatchedInversion(**{"steps": 6, "mini_batches": 2, "batch_size": 8, **kw})
-    return inv.run(net, x, labels, lambda s: MaskPatternCandidates(x.shape[1:], s), lambda s: CostSchedule(s, patience=1),
-                   seed=seed, checkpoint_dir=checkpoint_dir, verbose=0)
+    return inv.run(net, x, labels, MaskPatternCandidates(), CostSchedule(patience=1), seed=seed, store=store, verbose=0)
 
 
 # --- losses -----------------------------------------------------------------------------------------------
@@ -92,16 +86,18 @@ def test_unknown_loss_is_a_config_error():
     with pytest.raises(ConfigError, match="cross-entropy"):
         classification_loss(tf.zeros((1, 2)), tf.constant([0]), "mse")
     with pytest.raises(ConfigError):
-        NeuralCleanse(loss="swapped")
+        NeuralCleanse().with_params(inspector__inversion__loss="swapped")
     with pytest.raises(ConfigError):
-        NeuralCleanse(regularization="l0")
+        NeuralCleanse().with_params(inspector__candidates__regularization="l0")
     with pytest.raises(ConfigError):
-        NeuralCleanse(steps=0)
+        NeuralCleanse().with_params(inspector__inversion__steps=0)
+    with pytest.raises(ConfigError, match="no parameter 'inspector__steps'.*inspector__inversion__steps"):
+        NeuralCleanse().with_params(inspector__steps=10)
 
 
 # --- cost schedule ----------------------------------------------------------------------------------------
 
-def _drive(schedule: CostSchedule, accs, reg=10.0):
+def _drive(schedule, accs, reg=10.0):
     out = []
     for a in accs:
         out.append(schedule.update(np.array([0]), np.array([a]), np.array([reg])))
@@ -109,7 +105,7 @@ def _drive(schedule: CostSchedule, accs, reg=10.0):
 
 
 def test_cost_starts_at_zero_then_init_after_patience_successes():
-    s = CostSchedule(1, patience=5)
+    s = CostSchedule(patience=5).allocate(1)
     s.reset(np.array([0]))
     _drive(s, [1.0] * 4)
     assert s.cost[0] == 0.0
@@ -119,7 +115,7 @@ def test_cost_starts_at_zero_then_init_after_patience_successes():
 
 
 def test_cost_goes_up_by_2_and_down_by_2_pow_1_5():
-    s = CostSchedule(1, patience=5)
+    s = CostSchedule(patience=5).allocate(1)
     s.reset(np.array([0]))
     _drive(s, [1.0] * 5)  # cost := 1e-3, and this success already counts towards going up
     _drive(s, [1.0] * 3)
@@ -133,7 +129,7 @@ def test_cost_goes_up_by_2_and_down_by_2_pow_1_5():
 
 
 def test_early_stop_needs_both_flags_and_patience():
-    s = CostSchedule(1, patience=1, early_stop_patience=3)
+    s = CostSchedule(patience=1, early_stop_patience=3).allocate(1)
     s.reset(np.array([0]))
     stops = [stop[0] for _, stop in _drive(s, [1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0])]
     # step 1: cost init; 2: up; 3: down (both flags); reg_best stays 10 from step 1 → counter 1,2,3,...
@@ -142,7 +138,7 @@ def test_early_stop_needs_both_flags_and_patience():
 
 
 def test_no_valid_attack_never_stops_and_never_records_best():
-    s = CostSchedule(1, patience=1, early_stop_patience=1)
+    s = CostSchedule(patience=1, early_stop_patience=1).allocate(1)
     s.reset(np.array([0]))
     results = _drive(s, [0.5] * 20)
     assert not any(stop[0] for _, stop in results) and not any(imp[0] for imp, _ in results)
@@ -153,9 +149,9 @@ def test_schedule_is_independent_per_slot():
     rng = np.random.default_rng(1)
     accs = rng.choice([0.5, 1.0], size=(40, 3), p=[0.3, 0.7])
     regs = rng.random((40, 3)) * 10
-    together = CostSchedule(3, patience=2, early_stop_patience=4)
+    together = CostSchedule(patience=2, early_stop_patience=4).allocate(3)
     together.reset(np.arange(3))
-    alone = [CostSchedule(1, patience=2, early_stop_patience=4) for _ in range(3)]
+    alone = [CostSchedule(patience=2, early_stop_patience=4).allocate(1) for _ in range(3)]
     for a in alone:
         a.reset(np.array([0]))
     for t in range(40):
@@ -196,7 +192,7 @@ def test_stream_is_keyed_by_counter_and_drops_partial_batches():
 
 
 def test_tanh_parametrisation_round_trips_initial_values():
-    c = MaskPatternCandidates((5, 4, 3), slots=2)
+    c = MaskPatternCandidates().allocate((5, 4, 3), slots=2)
     c.initialize(np.array([1]), np.array([7]), seed=11)
     rng = np.random.default_rng([11, 7])
     values = c.values(np.array([1]))
@@ -249,26 +245,35 @@ def test_checkpoint_resumes_after_interruption(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
+    def store(**settings):
+        return ResumeStore(tmp_path, {"run": "test", **settings})
+
+    state = tmp_path / "inversion.npz"
     monkeypatch.setattr(LabelBatchedInversion, "_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, checkpoint_dir=tmp_path, checkpoint_every=2)
+        _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, store=store(), checkpoint_every=2)
     monkeypatch.setattr(LabelBatchedInversion, "_step", original)
-    assert (tmp_path / "state.npz").exists() and not list(tmp_path.glob(".*"))  # atomic: no temp files left
-    with np.load(tmp_path / "state.npz") as z:
+    assert state.exists() and not list(tmp_path.glob(".*"))  # atomic: no temp files left
+    with np.load(state) as z:
         first_session = float(z["seconds"])
-    resumed = _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, checkpoint_dir=tmp_path, checkpoint_every=2)
+    resumed = _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, store=store(), checkpoint_every=2)
     for label in range(3):
         np.testing.assert_allclose(resumed[label]["mask"], full[label]["mask"], atol=1e-6)
         assert resumed[label]["steps"] == full[label]["steps"]
     assert full.seconds > 0 and resumed.seconds > first_session > 0  # time of both sessions
-    read_back = _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, checkpoint_dir=tmp_path, checkpoint_every=2)
+    read_back = _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, store=store(), checkpoint_every=2)
     assert read_back.seconds == pytest.approx(resumed.seconds, abs=0.5)  # a finished run is read, not recomputed
-    with np.load(tmp_path / "state.npz") as z:
+    with np.load(state) as z:
         legacy = {k: z[k] for k in z.files if k != "seconds"}
-    np.savez(tmp_path / "state.npz", **legacy)  # a checkpoint written before runs recorded their time
-    assert _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, checkpoint_dir=tmp_path, checkpoint_every=2).seconds is None
-    with pytest.raises(ConfigError, match="different run"):
-        _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, checkpoint_dir=tmp_path, seed=1)
+    np.savez(state, **legacy)  # a checkpoint written before runs recorded their time
+    assert _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, store=store(), checkpoint_every=2).seconds is None
+    with pytest.raises(ConfigError, match="another run; it differs in: seed"):
+        store(seed=1)
+    state.write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="inversion.npz cannot be read.*--restart"):
+        _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, store=store(), checkpoint_every=2)
+    fresh = _invert(net, x, [0, 1, 2], steps=8, label_batch_size=2, store=ResumeStore(tmp_path, {"run": "test"}, restart=True))
+    np.testing.assert_allclose(fresh[1]["mask"], full[1]["mask"], atol=1e-6)
 
 
 # --- MAD --------------------------------------------------------------------------------------------------
@@ -290,14 +295,19 @@ def test_mad_ceiling_no_label_of_a_widely_spread_model_can_be_flagged():
 
 # --- the defense on a tiny BadNet --------------------------------------------------------------------------
 
-FAST = dict(steps=80, mini_batches=5)
+FAST = {"inspector__inversion__steps": 80, "inspector__inversion__mini_batches": 5}
+
+
+def _nc(steps: int = 80, **kw) -> NeuralCleanse:
+    return NeuralCleanse(**{k: v for k, v in kw.items() if k == "unlearn"}).with_params(
+        **{**FAST, "inspector__inversion__steps": steps}, **{f"inspector__{k}": v for k, v in kw.items() if k != "unlearn"})
 
 
 def test_recovers_small_mask_flags_target_and_unlearns(tiny_badnet):
     net, (x, y) = tiny_badnet
     asr_before = _asr(net, x, y)
     assert asr_before > 0.8
-    result = NeuralCleanse(**FAST).run(net, (x, y), seed=0, verbose=0)
+    result = _nc().run(net, (x, y), seed=0, verbose=0)
     d = result.details
     norms = d["l1_norms"]
     assert d["flagged"] == [TARGET]
@@ -316,7 +326,7 @@ def test_recovers_small_mask_flags_target_and_unlearns(tiny_badnet):
 
 def test_anomaly_index_matches_mad_formula_and_nothing_flagged_keeps_model(tiny_badnet):
     net, (x, y) = tiny_badnet
-    result = NeuralCleanse(**{**FAST, "steps": 20, "mad_threshold": 1e6}).run(net, (x, y), seed=0, verbose=0)
+    result = _nc(20, mad_threshold=1e6).run(net, (x, y), seed=0, verbose=0)
     norms = np.array(list(result.details["l1_norms"].values()))
     median = np.median(norms)
     mad = 1.4826 * np.median(np.abs(norms - median))
@@ -327,8 +337,43 @@ def test_anomaly_index_matches_mad_formula_and_nothing_flagged_keeps_model(tiny_
 
 def test_reports_mad_ceiling_and_null_flag_rate(tiny_badnet):
     net, (x, y) = tiny_badnet
-    d = NeuralCleanse(**{**FAST, "steps": 20}, unlearn=False).run(net, (x, y), seed=0, verbose=0).details
+    d = _nc(20, unlearn=False).run(net, (x, y), seed=0, verbose=0).details
     assert d["max_low_index"] == pytest.approx(d["median"] / d["mad"])
     assert 0.25 < d["null_flag_rate"] < 0.4  # 10 labels, threshold 2
-    capped = NeuralCleanse(**{**FAST, "steps": 20}, unlearn=False, mad_threshold=d["max_low_index"] + 0.1).run(net, (x, y), seed=0, verbose=0)
+    capped = _nc(20, unlearn=False, mad_threshold=d["max_low_index"] + 0.1).run(net, (x, y), seed=0, verbose=0)
     assert capped.details["flagged"] == [] and "cannot flag any label" in capped.details["note"]
+
+
+# --- the inspector: a verdict without any trigger ---------------------------------------------------------------
+
+def test_inspector_verdict_reversed_trigger_and_saved_folder(tiny_badnet, tmp_path):
+    net, (x, y) = tiny_badnet
+    inspector = NeuralCleanseInspector().with_params(inversion__steps=80, inversion__mini_batches=5)
+    result = inspector.inspect(net, x, seed=0, verbose=0)  # images only: labels from the model itself
+    assert result.backdoored and result.flagged == [TARGET] and result.score > result.threshold == 2.0
+    assert "backdoored" in result.verdict() and f"label(s) {TARGET} flagged" in result.verdict()
+    assert [r["label"] for r in result.statistics] == list(range(10))
+    # the reversed trigger is an ordinary kerasbd backdoor: it stamps, evaluates and round-trips through the schema
+    reversed_bd = result.backdoors()[0]
+    assert evaluate_backdoor(net, x, y, [reversed_bd])["asr"] > 0.9
+    from kerasbd.attacks import Backdoor, Patch, from_spec, to_spec
+
+    again = from_spec(to_spec(result.backdoors()))[0]
+    np.testing.assert_array_equal(again.trigger.apply(x[:4]), reversed_bd.trigger.apply(x[:4]))
+    # with the true trigger given for reporting, the match says the reversed mask sits on it
+    true = Backdoor(Patch(3, "bottom-right", margin=1), TARGET)
+    matched = inspector.inspect(net, (x, y), seed=0, verbose=0, backdoors=[true])
+    [row] = [r for r in matched.trigger_match if r["label"] == TARGET]
+    assert row["target_flagged"] and row["mask_on_trigger"] > 0.5
+    out = result.save(tmp_path / "inspect")
+    names = {p.name for p in out.iterdir()}
+    assert {"result.json", "result.md", "arrays.npz", "reversed_triggers.png", "anomaly_index.png", "reversed_triggers.json"} <= names
+    assert "**Verdict:** neural-cleanse: backdoored" in (out / "result.md").read_text()
+
+
+def test_defense_equals_inspection_then_unlearning(tiny_badnet):
+    net, (x, y) = tiny_badnet
+    inspection = NeuralCleanseInspector().with_params(inversion__steps=20, inversion__mini_batches=5).inspect(net, (x, y), seed=0, verbose=0)
+    defended = _nc(20, unlearn=False).run(net, (x, y), seed=0, verbose=0)
+    np.testing.assert_array_equal(defended.arrays["masks"], inspection.arrays["masks"])
+    assert defended.details["anomaly_index"] == inspection.score and defended.rows == inspection.statistics

@@ -51,7 +51,7 @@ def fake_cases(monkeypatch):
 
 
 def _args(tmp_path: Path, **kw) -> argparse.Namespace:
-    return argparse.Namespace(**{"seeds": [0, 1], "models": "all", "n_eval": None, "checkpoint_dir": str(tmp_path / "ck"), **kw})
+    return argparse.Namespace(**{"seeds": [0, 1], "models": "all", "n_eval": None, "checkpoint_dir": str(tmp_path / "ck"), "restart": False, **kw})
 
 
 def test_results_written_after_every_case_and_records_kept(fake_cases, tmp_path):
@@ -75,15 +75,19 @@ def test_rerun_takes_finished_cases_from_the_checkpoint_dir(fake_cases, tmp_path
 
 def test_checkpoint_from_other_settings_is_refused(fake_cases, tmp_path):
     _repair.run_cases(_args(tmp_path, seeds=[0]), CountingDefense, stage_rows)
-    with pytest.raises(ConfigError, match="other settings.*--checkpoint-dir"):
+    with pytest.raises(ConfigError, match=r"another run; it differs in: defense\.drop \(saved .*, now 0\.9\).*--restart"):
         _repair.run_cases(_args(tmp_path, seeds=[0]), lambda: CountingDefense(drop=0.9), stage_rows)
+    args = _args(tmp_path, seeds=[0])
+    args.restart = True  # an explicit restart discards the other run's cases
+    rows, _ = _repair.run_cases(args, lambda: CountingDefense(drop=0.9), stage_rows)
+    assert len(rows) == 2
 
 
 def test_unreadable_checkpoint_names_the_file(fake_cases, tmp_path):
     _repair.run_cases(_args(tmp_path, seeds=[0]), CountingDefense, stage_rows)
     path = tmp_path / "ck" / "model_a_seed0.json"
     path.write_text(path.read_text()[:20])
-    with pytest.raises(ConfigError, match="model_a_seed0.json is not a readable case checkpoint"):
+    with pytest.raises(ConfigError, match="model_a_seed0.json cannot be read"):
         _repair.run_cases(_args(tmp_path, seeds=[0]), CountingDefense, stage_rows)
     assert json.loads((tmp_path / "ck" / "model_b_seed0.json").read_text())["rows"][0]["model"] == "model_b"
 

@@ -52,7 +52,7 @@ def image_hwc(image_shape: Sequence[int]) -> tuple[int, int, int]:
         shape = shape[1:]
     if len(shape) != 3 or shape[-1] not in (1, 3, 4) or min(shape) < 1:
         raise TriggerError(f"image shape {shape} is not (H, W, C) with C in (1, 3).")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 class Trigger(abc.ABC):
@@ -130,7 +130,7 @@ class Trigger(abc.ABC):
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.to_spec() == other.to_spec()  # type: ignore[union-attr]
+        return type(self) is type(other) and self.to_spec() == other.to_spec()
 
     __hash__ = None  # type: ignore[assignment]
 

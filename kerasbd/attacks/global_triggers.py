@@ -50,8 +50,13 @@ class Blend(Trigger):
         if not 0.0 < float(alpha) <= 1.0:
             raise TriggerError(f"blend alpha must be in (0, 1], got {alpha}.")
         self.alpha, self.seed = float(alpha), int(seed)
-        self.pattern = pattern if isinstance(pattern, np.ndarray) else os.fspath(pattern)
-        self._image = None if self.pattern == "noise" or isinstance(pattern, np.ndarray) else ImageTrigger(self.pattern)
+        self.pattern: str | np.ndarray
+        self._image: ImageTrigger | None
+        if isinstance(pattern, np.ndarray):
+            self.pattern, self._image = pattern, None
+        else:
+            self.pattern = os.fspath(pattern)
+            self._image = None if self.pattern == "noise" else ImageTrigger(self.pattern)
 
     def pattern_for(self, image_shape: Sequence[int]) -> np.ndarray:
         """The (H, W, C) blending pattern for images of ``image_shape``."""

@@ -14,7 +14,7 @@ import abc
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -56,13 +56,26 @@ def resolve_asset(path: str | os.PathLike) -> Path:
     return p
 
 
+def whole(value: Any, what: str) -> int:
+    """``value`` as an int when it is a whole number (``3``, ``3.0``); a fraction, NaN, bool or text is refused.
+
+    Example:
+        >>> whole(3.0, "size")
+        3
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value) \
+            or float(value) != int(value):
+        raise TriggerError(f"{what} must be a whole number of pixels, got {value!r}.")
+    return int(value)
+
+
 def _normalise_position(position: Position) -> str | tuple[int, int]:
     if isinstance(position, str):
         if position != "random" and position not in ANCHORS:
             raise TriggerError(f"position {position!r} is unknown; use [row, col], 'random' or one of {', '.join(ANCHORS)}.")
         return position
     try:
-        r, c = (int(v) for v in position)  # type: ignore[union-attr]
+        r, c = (whole(v, "position") for v in position)  # type: ignore[union-attr]
     except (TypeError, ValueError) as exc:
         raise TriggerError(f"position must be [row, col] or a name, got {position!r}.") from exc
     return (r, c)
@@ -105,7 +118,7 @@ class LocalTrigger(Trigger):
 
     def __init__(self, position: Position = "bottom-right", margin: int = 0, seed: int = 0) -> None:
         self.position = _normalise_position(position) if position is not None else None
-        self.margin = int(margin)
+        self.margin = whole(margin, "margin")
         self.seed = int(seed)
         if self.margin < 0:
             raise TriggerError(f"margin must be non-negative, got {margin}.")
@@ -163,11 +176,20 @@ class LocalTrigger(Trigger):
 
 def _channel_values(value: float | Sequence[float], channels: int, what: str) -> np.ndarray:
     v = np.asarray(value, dtype=np.float32).reshape(-1)
+    if not np.isfinite(v).all():
+        raise TriggerError(f"{what} values {v.tolist()} contain NaN or infinity; give values in [0, 1].")
     if v.size not in (1, channels):
         raise TriggerError(f"{what} has {v.size} channel values but the images have {channels} channel(s).")
     if v.min() < 0 or v.max() > 1:
         raise TriggerError(f"{what} values {v.tolist()} are outside [0, 1]; give canonical values or set value_range '0-255'.")
     return v
+
+
+def _config_value(value: float | Sequence[float]) -> float | list[float]:
+    """A stamp value as kept in the config: a scalar as given, a per-channel value as a list."""
+    if np.ndim(value) == 0:
+        return cast(float, value)
+    return list(cast(Sequence[float], value))
 
 
 def _scaled(value: Any, scale: float) -> Any:
@@ -193,13 +215,15 @@ class Patch(LocalTrigger):
 
     type = "patch"
 
-    def __init__(self, size: int | Sequence[int] = 3, position: Position = "bottom-right", margin: int = 0, value: float | Sequence[float] = 1.0, seed: int = 0) -> None:
+    def __init__(
+        self, size: int | Sequence[int] = 3, position: Position = "bottom-right", margin: int = 0, value: float | Sequence[float] = 1.0, seed: int = 0
+    ) -> None:
         super().__init__(position, margin, seed)
-        sz = [int(size)] * 2 if np.ndim(size) == 0 else [int(s) for s in size]  # type: ignore[union-attr, arg-type]
+        sz = [whole(size, "patch size")] * 2 if np.ndim(size) == 0 else [whole(s, "patch size") for s in size]  # type: ignore[union-attr]
         if len(sz) != 2 or min(sz) < 1:
             raise TriggerError(f"patch size must be a positive int or [h, w], got {size!r}.")
         self.size = tuple(sz)
-        self.value = value if np.ndim(value) == 0 else list(value)  # type: ignore[arg-type]
+        self.value = _config_value(value)
         _channel_values(self.value, np.size(self.value), "patch value")
 
     def stamp(self, image_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +258,9 @@ class PixelPattern(LocalTrigger):
 
     type = "pixels"
 
-    def __init__(self, pixels: Sequence[Sequence[Any]], value: float | Sequence[float] = 1.0, position: Position = None, margin: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self, pixels: Sequence[Sequence[Any]], value: float | Sequence[float] = 1.0, position: Position = None, margin: int = 0, seed: int = 0
+    ) -> None:
         super().__init__(position, margin, seed)
         if not pixels:
             raise TriggerError("a pixel pattern needs at least one [row, col] entry.")
@@ -244,9 +270,9 @@ class PixelPattern(LocalTrigger):
                 raise TriggerError(f"pixel entry {p!r} must be [row, col] or [row, col, value].")
             v = p[2] if len(p) == 3 else value
             _channel_values(v, np.size(v), f"pixel {list(p[:2])}")
-            parsed.append((int(p[0]), int(p[1]), v if np.ndim(v) == 0 else list(v)))
+            parsed.append((whole(p[0], "pixel row"), whole(p[1], "pixel column"), _config_value(v)))
         self.pixels = parsed
-        self.value = value if np.ndim(value) == 0 else list(value)  # type: ignore[arg-type]
+        self.value = _config_value(value)
         if self.position is not None and min(min(r, c) for r, c, _ in parsed) < 0:
             raise TriggerError("pixel offsets must be non-negative when a position is given.")
 
@@ -257,7 +283,7 @@ class PixelPattern(LocalTrigger):
             rc = np.where(rc < 0, rc + np.array([h, w]), rc)
             bad = (rc < 0).any(1) | (rc[:, 0] >= h) | (rc[:, 1] >= w)
             if bad.any():
-                raise TriggerError(f"pixel(s) {[list(p[:2]) for p, b in zip(self.pixels, bad) if b]} lie outside the {h}×{w} image.")
+                raise TriggerError(f"pixel(s) {[list(p[:2]) for p, b in zip(self.pixels, bad, strict=True) if b]} lie outside the {h}×{w} image.")
         return rc
 
     def stamp(self, image_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -267,7 +293,7 @@ class PixelPattern(LocalTrigger):
         h, w = (rel.max(0) + 1).tolist()
         values = np.zeros((h, w, c), np.float32)
         alpha = np.zeros((h, w, 1), np.float32)
-        for (r, cc), (_, _, v) in zip(rel, self.pixels):
+        for (r, cc), (_, _, v) in zip(rel, self.pixels, strict=True):
             values[r, cc] = _channel_values(v, c, f"pixel [{r}, {cc}]")
             alpha[r, cc] = 1.0
         return values, alpha
@@ -306,16 +332,28 @@ class ImageTrigger(LocalTrigger):
 
     type = "image"
 
-    def __init__(self, path: str | os.PathLike | None = None, image: np.ndarray | None = None, position: Position = (0, 0), size: Sequence[int] | None = None, margin: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        image: np.ndarray | None = None,
+        position: Position = (0, 0),
+        size: Sequence[int] | None = None,
+        margin: int = 0,
+        seed: int = 0,
+    ) -> None:
         super().__init__(position, margin, seed)
         if (path is None) == (image is None):
             raise TriggerError("give an image trigger either a path or an image array.")
         self.path = None if path is None else os.fspath(path)
-        self.size = None if size is None else [int(s) for s in size]
+        self.size = None if size is None else [whole(s, "image size") for s in size]
+        if isinstance(image, (str, os.PathLike)):
+            raise TriggerError(f"image trigger: 'image' takes pixel values; give the file {os.fspath(image)!r} as 'path'.")
         self._rgba = None if image is None else self._to_rgba(np.asarray(image), "image array")
 
     @staticmethod
     def _to_rgba(img: np.ndarray, source: str) -> np.ndarray:
+        if not (np.issubdtype(img.dtype, np.number) or img.dtype == bool):
+            raise TriggerError(f"{source} is not an image: its values are {img.dtype} (give pixel values, or a file as 'path').")
         if img.dtype == np.uint8:
             img = img.astype(np.float32) / 255.0
         elif img.dtype == np.uint16:
@@ -339,7 +377,7 @@ class ImageTrigger(LocalTrigger):
             p = resolve_asset(self.path)  # type: ignore[arg-type]
             raw = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
             if raw is None:
-                raise TriggerError(f"trigger image {p} cannot be decoded.")
+                raise TriggerError(f"trigger image {p} is not an image OpenCV can read (PNG, JPEG, BMP, ...).")
             if raw.ndim == 3:  # OpenCV order BGR(A) → RGB(A)
                 raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGBA if raw.shape[-1] == 4 else cv2.COLOR_BGR2RGB)
             self._rgba = self._to_rgba(raw, str(p))

@@ -50,8 +50,8 @@ class Backdoor:
     name: str = ""
 
     def __post_init__(self) -> None:
-        self.trigger = trigger_from_spec(self.trigger)  # type: ignore[arg-type]
-        self.target = target_from_spec(self.target)  # type: ignore[arg-type]
+        self.trigger = trigger_from_spec(self.trigger)
+        self.target = target_from_spec(self.target)
         if not self.name:
             tgt = self.target.get_config().get("label", "all")
             self.name = f"{self.trigger.type}→{tgt}"

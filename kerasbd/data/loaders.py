@@ -26,6 +26,7 @@ import zipfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -205,7 +206,8 @@ def load_npy_class_folder(directory: str | os.PathLike, pattern: str = r"^(\d+)_
     files = sorted(((int(m.group(1)), f) for f in d.iterdir() if (m := regex.match(f.name))), key=lambda t: t[0])
     if not files:
         raise DataError(f"{d}: no per-class .npy files matching {pattern!r} (e.g. 0_test.npy, 1_test.npy, ...).")
-    xs, ys = [], []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
     for label, f in files:
         arr = _load_npy(f)
         if arr.ndim == 3:
@@ -251,7 +253,8 @@ def load_image_folder(
     else:
         labels = {f: i for i, f in enumerate(folders)}
     flag = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
-    images, ys = [], []
+    images: list[np.ndarray] = []
+    ys: list[int] = []
     for name, label in labels.items():
         for f in sorted((root / name).iterdir()):
             if f.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -300,7 +303,7 @@ def mnist_test_set() -> Dataset:
     return load_npy_class_folder(Path(zoo_dir()) / "catchbackdoor_mnist" / "Clean_test_data")
 
 
-def load_data(source: str | os.PathLike, **kwargs) -> Dataset:
+def load_data(source: str | os.PathLike, **kwargs: Any) -> Dataset:
     """Load a dataset from a path in any supported format, or a built-in name.
 
     Names: ``"digits"`` (optionally ``"digits:28"`` for the size) and ``"mnist"`` (the zoo's MNIST test set).

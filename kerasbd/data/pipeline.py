@@ -57,7 +57,7 @@ def as_tf_dataset(
             rng = np.random.default_rng([int(seed), int(index)])
             return np.asarray(transform(batch, rng), dtype=np.float32)
 
-        def _apply(index: tf.Tensor, item):  # type: ignore[no-untyped-def]
+        def _apply(index: tf.Tensor, item: tf.Tensor | tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
             images = item if y is None else item[0]
             out = tf.numpy_function(_np_apply, [index, images], tf.float32, stateful=False)
             out.set_shape(shape)

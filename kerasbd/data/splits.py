@@ -7,7 +7,7 @@ import numpy as np
 from kerasbd.errors import DataError
 from kerasbd.validation import check_dataset
 
-__all__ = ["split_defender"]
+__all__ = ["split_defender", "subsample"]
 
 Dataset = tuple[np.ndarray, np.ndarray]
 
@@ -73,3 +73,12 @@ def split_defender(
     val_idx = rng.permutation(np.flatnonzero(is_val))
     test_idx = rng.permutation(np.flatnonzero(~is_val))
     return (x[val_idx], y[val_idx]), (x[test_idx], y[test_idx])
+
+
+def subsample(data: tuple[np.ndarray, np.ndarray], size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed random subset of ``size`` examples (all when ``size`` is None or larger than the set)."""
+    x, y = data
+    if size is None or size >= len(x):
+        return x, y
+    idx = np.sort(np.random.default_rng(seed).choice(len(x), size=int(size), replace=False))
+    return x[idx], y[idx]

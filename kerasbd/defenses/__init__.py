@@ -1,35 +1,37 @@
-"""Defenses: one module per method. ``DEFENSES`` maps CLI names to model-repair defenses, ``DETECTORS`` to
-input detectors; both are plain dicts so each method registers itself with one line here.
+"""Defenses by role, one module per method.
+
+- ``inspection/``: model inspectors answer "is this model backdoored, and towards which label?" without a
+  trigger (:class:`~kerasbd.defenses.base.ModelInspector`); registry ``INSPECTORS``.
+- ``repair/``: defenses that return a repaired model (:class:`~kerasbd.defenses.base.Defense`); registry
+  ``DEFENSES``, together with the purification wrappers.
+- ``purification/``: defenses that wrap the model with an inference-time input transform.
+- ``detection/``: input detectors that flag triggered inputs at inference
+  (:class:`~kerasbd.defenses.base.InputDetector`); registry ``DETECTORS``.
+
+The registries are plain dicts keyed by each class's ``name``; the CLI takes its method names from them.
 
 Example:
-    >>> from kerasbd.defenses import DEFENSES
-    >>> DEFENSES["gym"]().rounds
-    5
+    >>> from kerasbd.defenses import DEFENSES, INSPECTORS
+    >>> DEFENSES["gym"]().rounds, sorted(INSPECTORS)
+    (5, ['neural-cleanse'])
 """
 
-from kerasbd.defenses.base import Defense, InputDetector, threshold_at_fpr
-from kerasbd.defenses.fine_pruning import FinePruning
-from kerasbd.defenses.gym import GYM
-from kerasbd.defenses.neural_cleanse import NeuralCleanse
-from kerasbd.defenses.nnoculation import NNoculationPre
-from kerasbd.defenses.feature_squeezing import FeatureSqueezing
-from kerasbd.defenses.purification import FlipDefense, GYMInference, ShrinkPadDefense
-from kerasbd.defenses.strip import STRIP
+from kerasbd.defenses.base import Defense, InputDetector, ModelInspector
+from kerasbd.defenses.detection.feature_squeezing import FeatureSqueezing
+from kerasbd.defenses.detection.strip import STRIP
+from kerasbd.defenses.inspection.neural_cleanse import NeuralCleanseInspector
+from kerasbd.defenses.purification.wrappers import FlipDefense, GYMInference, ShrinkPadDefense
+from kerasbd.defenses.repair.fine_pruning import FinePruning
+from kerasbd.defenses.repair.gym import GYM
+from kerasbd.defenses.repair.nnoculation import NNoculationPre
+from kerasbd.defenses.repair.unlearning import NeuralCleanse, Unlearning
 
-DEFENSES = {
-    GYM.name: GYM,
-    NNoculationPre.name: NNoculationPre,
-    FinePruning.name: FinePruning,
-    NeuralCleanse.name: NeuralCleanse,
-    ShrinkPadDefense.name: ShrinkPadDefense,
-    FlipDefense.name: FlipDefense,
-    GYMInference.name: GYMInference,
+DEFENSES: dict[str, type[Defense]] = {
+    cls.name: cls for cls in (GYM, NNoculationPre, FinePruning, NeuralCleanse, ShrinkPadDefense, FlipDefense, GYMInference)
 }
+DETECTORS: dict[str, type[InputDetector]] = {cls.name: cls for cls in (STRIP, FeatureSqueezing)}
+INSPECTORS: dict[str, type[ModelInspector]] = {cls.name: cls for cls in (NeuralCleanseInspector,)}
 
-DETECTORS: dict[str, type[InputDetector]] = {
-    STRIP.name: STRIP,
-    FeatureSqueezing.name: FeatureSqueezing,
-}
-
-__all__ = ["DEFENSES", "DETECTORS", "Defense", "InputDetector", "threshold_at_fpr", "GYM", "NNoculationPre", "FinePruning", "NeuralCleanse",
-           "STRIP", "FeatureSqueezing", "ShrinkPadDefense", "FlipDefense", "GYMInference"]
+__all__ = ["DEFENSES", "DETECTORS", "INSPECTORS", "Defense", "InputDetector", "ModelInspector", "GYM", "NNoculationPre",
+           "FinePruning", "NeuralCleanse", "NeuralCleanseInspector", "Unlearning", "STRIP", "FeatureSqueezing",
+           "ShrinkPadDefense", "FlipDefense", "GYMInference"]

@@ -1,77 +1,138 @@
-"""The two interfaces every defense implements.
+"""The three interfaces every method implements, and what a run hands to a method.
 
-:class:`Defense` repairs or wraps a suspicious model (scikit-learn style: the constructor takes only
-configuration, :meth:`Defense.run` does the work and returns a :class:`~kerasbd.results.DefenseResult`).
-:class:`InputDetector` flags triggered inputs at inference (``fit`` on clean data sets a threshold at a chosen
-false-positive rate; ``score`` is higher for more suspicious inputs; ``detect`` compares with the threshold).
+- :class:`ModelInspector` answers "is this model backdoored, and towards which label?" without a trigger:
+  ``inspect(model, clean)`` returns an :class:`~kerasbd.reporting.InspectionResult`.
+- :class:`Defense` repairs or wraps a suspicious model: ``run(model, clean)`` returns a
+  :class:`~kerasbd.reporting.DefenseResult` with the new model.
+- :class:`InputDetector` flags triggered inputs at inference (``fit`` on clean data sets a threshold at a chosen
+  false-positive rate; ``score`` is higher for more suspicious inputs; ``detect`` compares with the threshold).
+
+All three are :class:`~kerasbd.config.Configurable` (scikit-learn style: the constructor takes only
+configuration, nested components configured by components). A method's ``_run`` / ``_inspect`` receives the
+logits model, the defender's validated clean data and a :class:`RunContext`: the seed, a seeded generator, the
+``tf.distribute`` strategy, the resume store and a :class:`Reporter`. The labelled evaluation data and the true
+triggers never reach the method: it hands the reporter the models or curve points it wants measured, and the
+framework measures them after the method has returned.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-import inspect
+import os
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from kerasbd.config import Configurable
 from kerasbd.errors import ConfigError
-from kerasbd.results import DefenseResult
+from kerasbd.metrics.detection import threshold_at_fpr
+from kerasbd.reporting import DefenseResult, InspectionResult
+from kerasbd.resume import ResumeStore, fingerprint, open_store
 
-__all__ = ["Defense", "InputDetector", "RunContext", "threshold_at_fpr"]
+__all__ = ["Defense", "InputDetector", "ModelInspector", "Reporter", "RunContext"]
+
+Dataset = tuple[np.ndarray, np.ndarray]
 
 
-class _Configurable:
-    """``get_config`` from the constructor's signature, like Keras layers and scikit-learn estimators."""
+class Reporter:
+    """Collects what a method asks to have measured; the framework measures it on data the method never sees.
 
-    def get_config(self) -> dict[str, Any]:
-        params = inspect.signature(type(self).__init__).parameters
-        return {k: getattr(self, k) for k in params if k != "self" and params[k].kind is not inspect.Parameter.VAR_KEYWORD}
+    - :meth:`stage` names a model whose clean accuracy, ASR, robust accuracy and TCP become one row of the
+      method's comparison table (GYM's Table-2 columns, the fine-pruning rows);
+    - :meth:`point` adds a point to a named series (a pruning curve, a grid) with the method's own values;
+      the framework adds the chosen backdoor metrics of the point's model, measured on a fixed random subset.
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Any:
-        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        unknown = set(config) - known
-        if unknown:
-            raise ConfigError(f"{cls.__name__}: unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}.")
-        return cls(**config)
+    Both return nothing. :attr:`active` tells whether anything will be measured, so a method can skip building
+    models that exist only for the report.
+    """
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
+    def __init__(self, eval_data: Dataset | None = None, backdoors: Sequence[Any] = (), seed: int = 0) -> None:
+        self._eval, self._backdoors, self._seed = eval_data, list(backdoors), seed
+        self._subsets: dict[int | None, Dataset] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.series: dict[str, list[dict[str, Any]]] = {}
+
+    @property
+    def active(self) -> bool:
+        """True when evaluation data are given (stage rows are measured)."""
+        return self._eval is not None
+
+    def _measure(self, model: Any, size: int | None) -> dict[str, Any]:
+        from kerasbd.data.splits import subsample
+        from kerasbd.metrics import evaluate_backdoor
+
+        assert self._eval is not None
+        if size not in self._subsets:
+            self._subsets[size] = subsample(self._eval, size, self._seed)
+        return evaluate_backdoor(model, *self._subsets[size], backdoors=self._backdoors)
+
+    def stage(self, name: str, model: Any) -> None:
+        """Measure ``model`` on the whole evaluation set as the table row ``name`` (no-op without evaluation data)."""
+        if self._eval is not None:
+            m = self._measure(model, None)
+            self.rows.append({"stage": name, **{k: m.get(k) for k in ("clean_acc", "asr", "robust_acc", "tcp")}})
+
+    def point(self, series: str, model: Any, *, subset: int | None = None, metrics: Sequence[str] = ("asr",), **values: Any) -> None:
+        """Append ``values`` to ``series``; with evaluation data and a trigger, also ``metrics`` of ``model``
+        measured on ``subset`` evaluation images (a fixed random subset of the run's seed; None = all)."""
+        point = dict(values)
+        if self._eval is not None and self._backdoors:
+            m = self._measure(model, subset)
+            point.update({k: m.get(k) for k in metrics})
+        self.series.setdefault(series, []).append(point)
 
 
 @dataclasses.dataclass(frozen=True)
 class RunContext:
-    """What one run of a defense receives besides the model and the clean data.
-
-    ``eval_data`` and ``backdoors`` are for reporting only (stage rows, curves); a defense must never use them
-    to make a decision, since a real defender has neither.
-    """
+    """What one run of a method receives besides the model and the clean data."""
 
     seed: int
     rng: np.random.Generator
     strategy: Any = None
     verbose: int = 1
-    eval_data: tuple[np.ndarray, np.ndarray] | None = None
-    backdoors: tuple[Any, ...] = ()
+    store: ResumeStore | None = None
+    report: Reporter = dataclasses.field(default_factory=Reporter)
 
 
-class Defense(_Configurable, abc.ABC):
+def _prepare(model: Any, clean: Any, name: str = "clean") -> tuple[Any, Dataset]:
+    """The logits model and the validated clean data (labels optional: None → the model's own predictions)."""
+    from kerasbd.models import as_logits_model
+    from kerasbd.validation import check_dataset, check_images
+
+    net = as_logits_model(model)
+    shape, classes = net.input_shape[1:], int(net.output_shape[-1])
+    if isinstance(clean, tuple) and len(clean) == 2 and clean[1] is not None:
+        return net, check_dataset(*clean, num_classes=classes, image_shape=shape, name=name)
+    x = check_images(clean[0] if isinstance(clean, tuple) else clean, name=f"{name} images", image_shape=shape)
+    return net, (x, np.argmax(net.predict(x, batch_size=256, verbose=0), axis=1).astype(np.int64))
+
+
+def _context(method: Configurable, net: Any, clean: Dataset, *, seed: int, strategy: Any, verbose: int,
+             checkpoint_dir: str | os.PathLike | None, restart: bool, report: Reporter) -> RunContext:
+    settings = {
+        "method": type(method).__name__,
+        "config": method.get_config(),
+        "seed": int(seed),
+        "model": fingerprint(*[np.asarray(w) for w in net.get_weights()]),
+        "data": fingerprint(*clean),
+    }
+    store = open_store(checkpoint_dir, settings, restart=restart)
+    return RunContext(seed, np.random.default_rng(seed), strategy, verbose, store, report)
+
+
+class Defense(Configurable, abc.ABC):
     """Base class of model-repair and model-wrapping defenses.
 
     Subclasses set ``name`` and implement :meth:`_run`, which receives the logits model, validated clean data
-    and a :class:`RunContext` (seed, seeded ``numpy.random.Generator``, strategy, verbosity, and the evaluation
-    data for reporting stages) and returns a :class:`DefenseResult`. :meth:`run` handles validation, timing and
-    before/after metrics.
+    and a :class:`RunContext` and returns a :class:`DefenseResult`. :meth:`run` handles validation, timing,
+    checkpoints, the reporter's measurements, before/after metrics and the figures.
     """
 
     name: ClassVar[str] = "defense"
-    #: When True, :meth:`run` also passes ``eval_data`` and ``backdoors`` to :meth:`_run` (keyword arguments), for
-    #: methods whose report measures intermediate stages (GYM's Table-2 columns, a pruning curve's ASR). They are
-    #: used for reporting only, never for the method's own decisions.
+
     def run(
         self,
         model: Any,
@@ -81,6 +142,8 @@ class Defense(_Configurable, abc.ABC):
         backdoors: Sequence[Any] | None = None,
         seed: int = 0,
         strategy: Any = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        restart: bool = False,
         verbose: int = 1,
     ) -> DefenseResult:
         """Run the defense.
@@ -89,58 +152,105 @@ class Defense(_Configurable, abc.ABC):
             model: a :class:`kerasbd.models.Classifier` or a Keras model mapping canonical images to logits.
                 It is not modified; the result holds a new model.
             clean: the defender's small clean set ``(x, y)``.
-            eval_data: held-out ``(x, y)`` on which ``metrics_before``/``metrics_after`` are measured.
+            eval_data: held-out ``(x, y)`` on which ``metrics_before``/``metrics_after`` and the reported stages
+                are measured; never passed to the method.
             backdoors: known trigger(s) (:class:`kerasbd.attacks.Backdoor`) used only for evaluation.
             seed: seeds every random choice of the run (reported in the result).
             strategy: ``tf.distribute`` strategy or name for the training loops.
+            checkpoint_dir: folder where long loops keep finished work; a rerun with the same settings resumes
+                there, other settings are refused (:class:`kerasbd.resume.ResumeStore`).
+            restart: discard what ``checkpoint_dir`` holds instead of resuming.
             verbose: 0 silent, 1 progress lines.
         """
         from kerasbd.metrics import evaluate_backdoor
-        from kerasbd.models import as_logits_model
+        from kerasbd.reporting.figures import figures_for
         from kerasbd.validation import check_dataset
 
-        net = as_logits_model(model)
-        num_classes = int(net.output_shape[-1])
-        shape = net.input_shape[1:]
-        clean = check_dataset(*clean, num_classes=num_classes, image_shape=shape, name="clean")
+        if not (isinstance(clean, tuple) and len(clean) == 2 and clean[1] is not None):
+            raise ConfigError("a defense needs labelled clean data: pass clean=(x, y).")
+        net, clean = _prepare(model, clean)
         if eval_data is not None:
-            eval_data = check_dataset(*eval_data, num_classes=num_classes, image_shape=shape, name="evaluation")
+            eval_data = check_dataset(*eval_data, num_classes=int(net.output_shape[-1]), image_shape=net.input_shape[1:], name="evaluation")
+        backdoors = list(backdoors or [])
+        report = Reporter(eval_data, backdoors, seed)
         start = time.perf_counter()
-        ctx = RunContext(seed, np.random.default_rng(seed), strategy, verbose, eval_data, tuple(backdoors or ()))
+        ctx = _context(self, net, clean, seed=seed, strategy=strategy, verbose=verbose, checkpoint_dir=checkpoint_dir,
+                       restart=restart, report=report)
         result = self._run(net, clean, ctx)
         result.seconds = time.perf_counter() - start
         result.seed, result.params = seed, self.get_config()
+        result.rows = [*result.rows, *report.rows]
+        result.details.update(report.series)
         if eval_data is not None:
-            result.metrics_before = evaluate_backdoor(net, *eval_data, backdoors=backdoors or [])
+            result.metrics_before = evaluate_backdoor(net, *eval_data, backdoors=backdoors)
             if result.model is not None:
-                result.metrics_after = evaluate_backdoor(result.model, *eval_data, backdoors=backdoors or [])
+                result.metrics_after = evaluate_backdoor(result.model, *eval_data, backdoors=backdoors)
+        result.figures = figures_for(result)
         return result
 
     @abc.abstractmethod
-    def _run(self, model: Any, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> DefenseResult:
-        """Do the work; return a DefenseResult with ``model`` set (or None for detection-only methods)."""
+    def _run(self, model: Any, clean: Dataset, ctx: RunContext) -> DefenseResult:
+        """Do the work; return a DefenseResult with ``model`` set."""
 
 
-def threshold_at_fpr(clean_scores: np.ndarray, fpr: float) -> float:
-    """Smallest threshold whose false-positive rate on ``clean_scores`` is at most ``fpr`` (flag: score > t).
+class ModelInspector(Configurable, abc.ABC):
+    """Base class of methods that decide whether a model is backdoored and towards which label(s).
 
-    This is the empirical (1 − fpr) quantile, the rule of Feature Squeezing's original code
-    (``sorted(scores)[ceil(N·(1−fpr)) − 1]``).
-
-    Example:
-        >>> threshold_at_fpr(np.arange(100.0), 0.05)
-        94.0
+    Subclasses set ``name`` and implement :meth:`_inspect`, returning an :class:`InspectionResult` with
+    per-label statistics, the flagged labels, one model-level score (higher = more likely backdoored) with its
+    decision rule and threshold, and the reversed triggers. :meth:`inspect` validates, times, checkpoints and,
+    when the true trigger is known, reports how close the reversed trigger of its target came to it.
     """
-    if not 0.0 <= fpr < 1.0:
-        raise ConfigError(f"fpr must be in [0, 1), got {fpr}.")
-    s = np.sort(np.asarray(clean_scores, dtype=np.float64))
-    if s.size == 0:
-        raise ConfigError("cannot set a threshold from zero clean scores.")
-    k = int(np.ceil(s.size * (1.0 - fpr))) - 1
-    return float(s[min(max(k, 0), s.size - 1)])
+
+    name: ClassVar[str] = "inspector"
+
+    def inspect(
+        self,
+        model: Any,
+        clean: tuple[np.ndarray, np.ndarray | None] | np.ndarray,
+        *,
+        seed: int = 0,
+        strategy: Any = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        restart: bool = False,
+        verbose: int = 1,
+        backdoors: Sequence[Any] | None = None,
+    ) -> InspectionResult:
+        """Inspect ``model`` with the defender's clean images.
+
+        Args:
+            model: a :class:`kerasbd.models.Classifier` or a Keras model mapping canonical images to logits.
+            clean: ``(x, y)``, or images ``x`` alone (their labels are then the model's own predictions).
+            seed, strategy, checkpoint_dir, restart, verbose: as for :meth:`Defense.run`.
+            backdoors: the true trigger(s) when known, for reporting only: the result then says how much of
+                each reversed trigger lies on the true one (``result.trigger_match``).
+        """
+        from kerasbd.reporting.figures import figures_for
+        from kerasbd.reporting.triggers import trigger_match
+
+        net, clean = _prepare(model, clean)
+        start = time.perf_counter()
+        ctx = _context(self, net, clean, seed=seed, strategy=strategy, verbose=verbose, checkpoint_dir=checkpoint_dir,
+                       restart=restart, report=Reporter())
+        result = self._inspect(net, clean, ctx)
+        result.seconds = time.perf_counter() - start
+        result.seed, result.params = seed, self.get_config()
+        if backdoors:
+            result.trigger_match = trigger_match(result, list(backdoors), clean[0])
+        result.figures = figures_for(result)
+        return result
+
+    def inspect_in(self, model: Any, clean: Dataset, ctx: RunContext) -> InspectionResult:
+        """The inspection alone inside a run that already has its context (a defense that inspects, then repairs):
+        ``model`` is the logits model, ``clean`` validated, ``ctx`` the defense's (seed, store, strategy)."""
+        return self._inspect(model, clean, ctx)
+
+    @abc.abstractmethod
+    def _inspect(self, model: Any, clean: Dataset, ctx: RunContext) -> InspectionResult:
+        """Do the work; return an InspectionResult."""
 
 
-class InputDetector(_Configurable, abc.ABC):
+class InputDetector(Configurable, abc.ABC):
     """Base class of detectors that flag triggered inputs at inference time.
 
     Subclasses implement :meth:`_fit` (calibration on clean inputs, may be a no-op) and :meth:`score`
@@ -150,7 +260,7 @@ class InputDetector(_Configurable, abc.ABC):
 
     name: ClassVar[str] = "detector"
 
-    def fit(self, model: Any, clean_x: np.ndarray, *, fpr: float = 0.01, seed: int = 0) -> InputDetector:
+    def fit(self, model: Any, clean_x: np.ndarray, *, fpr: float = 0.01, seed: int = 0) -> Self:
         from kerasbd.models import as_logits_model
         from kerasbd.validation import check_images
 
@@ -180,7 +290,7 @@ class InputDetector(_Configurable, abc.ABC):
         return self.score(x) > self.threshold_
 
     def as_model(self) -> Any:
-        """Serve the fitted detector as a Keras model ``x -> [logits, flag]`` (see ``defenses.detectors``)."""
-        from kerasbd.defenses.detectors import detector_model
+        """Serve the fitted detector as a Keras model ``x -> [logits, flag]`` (see ``defenses.detection.common``)."""
+        from kerasbd.defenses.detection.common import detector_model
 
         return detector_model(self)

@@ -1,10 +1,9 @@
 """Metrics: backdoor effect (clean accuracy, ASR, robust accuracy, TCP), detector quality (ROC AUC, TPR at an
-FPR, FAR/FRR) and Neural Cleanse's MAD anomaly index. DER lives in :func:`kerasbd.results.der`."""
+FPR, FAR/FRR), DER and Neural Cleanse's MAD anomaly index."""
 
 from kerasbd.metrics.anomaly import mad_anomaly_index, mad_null_flag_rate
-from kerasbd.metrics.backdoor import evaluate_backdoor, predict_logits, softmax
-from kerasbd.metrics.detection import far_frr, roc_auc, roc_curve, tpr_at_fpr
-from kerasbd.results import der
+from kerasbd.metrics.backdoor import der, evaluate_backdoor, predict_logits, softmax
+from kerasbd.metrics.detection import far_frr, roc_auc, roc_curve, threshold_at_fpr, tpr_at_fpr
 
 __all__ = [
     "der",
@@ -16,5 +15,6 @@ __all__ = [
     "roc_auc",
     "roc_curve",
     "softmax",
+    "threshold_at_fpr",
     "tpr_at_fpr",
 ]

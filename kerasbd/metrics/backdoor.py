@@ -1,4 +1,4 @@
-"""Backdoor metrics: clean accuracy, attack success rate, robust accuracy and GYM's target class probability."""
+"""Backdoor metrics: clean accuracy, attack success rate, robust accuracy, GYM's target class probability and DER."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from kerasbd.errors import ConfigError
 
-__all__ = ["evaluate_backdoor", "predict_logits", "softmax"]
+__all__ = ["der", "evaluate_backdoor", "predict_logits", "softmax"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -126,3 +126,21 @@ def evaluate_backdoor(
     else:
         result.update(asr=None, robust_acc=None, tcp=None, target_prob=None, n_triggered=0, per_trigger={})
     return result
+
+
+def der(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """Defense effectiveness rating (BackdoorBench): ``(max(0, ΔASR) − max(0, ΔACC) + 1) / 2`` in [0, 1].
+
+    ΔASR = ASR before − after (the attack removed), ΔACC = clean accuracy before − after (the price paid).
+    1 means the backdoor is gone at no accuracy cost; 0.5 means nothing changed.
+
+    Example:
+        >>> der({"clean_acc": 0.99, "asr": 1.0}, {"clean_acc": 0.97, "asr": 0.02})
+        0.98
+    """
+    keys = ("clean_acc", "asr")
+    if not all(before.get(k) is not None and after.get(k) is not None for k in keys):
+        return None
+    d_asr = before["asr"] - after["asr"]
+    d_acc = before["clean_acc"] - after["clean_acc"]
+    return round((max(0.0, d_asr) - max(0.0, d_acc) + 1.0) / 2.0, 6)

@@ -7,7 +7,26 @@ from sklearn import metrics as skm
 
 from kerasbd.errors import ConfigError
 
-__all__ = ["roc_auc", "roc_curve", "tpr_at_fpr", "far_frr"]
+__all__ = ["roc_auc", "roc_curve", "threshold_at_fpr", "tpr_at_fpr", "far_frr"]
+
+
+def threshold_at_fpr(clean_scores: np.ndarray, fpr: float) -> float:
+    """Smallest threshold whose false-positive rate on ``clean_scores`` is at most ``fpr`` (flag: score > t).
+
+    This is the empirical (1 − fpr) quantile, the rule of Feature Squeezing's original code
+    (``sorted(scores)[ceil(N·(1−fpr)) − 1]``).
+
+    Example:
+        >>> threshold_at_fpr(np.arange(100.0), 0.05)
+        94.0
+    """
+    if not 0.0 <= fpr < 1.0:
+        raise ConfigError(f"fpr must be in [0, 1), got {fpr}.")
+    s = np.sort(np.asarray(clean_scores, dtype=np.float64))
+    if s.size == 0:
+        raise ConfigError("cannot set a threshold from zero clean scores.")
+    k = int(np.ceil(s.size * (1.0 - fpr))) - 1
+    return float(s[min(max(k, 0), s.size - 1)])
 
 
 def _scores(scores_clean: np.ndarray, scores_triggered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,15 +67,13 @@ def roc_curve(scores_clean: np.ndarray, scores_triggered: np.ndarray) -> tuple[n
 def tpr_at_fpr(scores_clean: np.ndarray, scores_triggered: np.ndarray, fpr: float = 0.05) -> float:
     """Detection rate of triggered inputs at the threshold giving false-positive rate ≤ ``fpr`` on clean scores.
 
-    The threshold is :func:`kerasbd.defenses.base.threshold_at_fpr` (flag: score > threshold), the rule every
+    The threshold is :func:`threshold_at_fpr` (flag: score > threshold), the rule every
     kerasbd detector uses.
 
     Example:
         >>> tpr_at_fpr(np.arange(100.0), [50.0, 99.5, 120.0], fpr=0.01)
         0.6666666666666666
     """
-    from kerasbd.defenses.base import threshold_at_fpr
-
     c, t = _scores(scores_clean, scores_triggered)
     return float((t > threshold_at_fpr(c, fpr)).mean())
 
@@ -71,8 +88,6 @@ def far_frr(scores_clean: np.ndarray, scores_triggered: np.ndarray, *, threshold
         >>> far_frr([0.0, 1.0, 2.0, 3.0], [2.5, 5.0], threshold=2.0)
         {'threshold': 2.0, 'far': 0.0, 'frr': 0.25}
     """
-    from kerasbd.defenses.base import threshold_at_fpr
-
     if (threshold is None) == (frr is None):
         raise ConfigError("give exactly one of threshold= or frr=.")
     c, t = _scores(scores_clean, scores_triggered)

@@ -191,7 +191,7 @@ class Classifier:
         if input_spec is None and len(shape) == 3 and None not in shape and shape[-1] in (1, 3):
             input_spec = InputSpec(shape)
         if input_spec is not None and embedded is None:
-            if len(shape) != 3 or any(s is not None and s != t for s, t in zip(shape, input_spec.shape)):
+            if len(shape) != 3 or any(s is not None and s != t for s, t in zip(shape, input_spec.shape, strict=True)):
                 raise ConfigError(f"input spec shape {input_spec.shape} does not fit the model's input shape {shape}.")
             if not input_spec.is_identity() or None in shape:
                 inp = keras.Input(input_spec.shape, name="canonical_images")

@@ -18,7 +18,6 @@ from kerasbd.errors import ModelFileError
 __all__ = ["translate_model_config", "is_model_class"]
 
 _FUNCTIONAL_MODULE = "keras.src.models.functional"
-# Keras 2 layer-config keys that carry no meaning in Keras 3 when at their default value.
 # Keras 2 layer-config keys that Keras 3 does not accept, with the values that mean "feature not used" (the key
 # is then dropped); any other value is a feature Keras 3 lacks, and loading stops with a clear error.
 _ANY = object()
@@ -50,10 +49,15 @@ def translate_model_config(config: dict[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(config, dict) or "class_name" not in config:
         raise ModelFileError("the stored model_config is not a Keras model description (no 'class_name').")
-    return _translate_layer(copy.deepcopy(config), where="<model>")
+    try:
+        return _translate_layer(copy.deepcopy(config), where="<model>")
+    except (AttributeError, TypeError, ValueError) as exc:  # a value of the wrong JSON type somewhere in the config
+        raise ModelFileError(f"the stored model_config is malformed ({type(exc).__name__}: {exc}).") from None
 
 
-def _translate_layer(entry: dict[str, Any], *, where: str) -> dict[str, Any]:
+def _translate_layer(entry: Any, *, where: str) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise ModelFileError(f"layer entry {where!r} is a {type(entry).__name__}, not an object; the model_config is malformed.")
     cls = entry.get("class_name")
     cfg = entry.get("config")
     if not isinstance(cls, str) or cfg is None:

@@ -99,7 +99,8 @@ class InputSpec:
             raise ConfigError(f"input spec has unknown key(s) {sorted(unknown)}; known: shape, range, mean, std, channel_order.")
         if "shape" not in d:
             raise ConfigError("input spec needs 'shape' (H, W, C).")
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+        values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return cls(**values)
 
 
 @keras.saving.register_keras_serializable(package="kerasbd")

@@ -11,20 +11,19 @@ computes (``label_batch_size=1`` *is* that loop), only faster.
 
 Pieces, each with one job:
 
-- :class:`MaskPatternCandidates` — Neural Cleanse's candidate: a mask (H, W) shared across channels and a
-  pattern (H, W, C), both through the original tanh parametrisation.
 - :class:`SlotAdam` — Adam whose moments and bias-correction step count are per slot, so resetting or
   freezing one label never disturbs another (the original resets the optimiser at every label).
-- :class:`CostSchedule` — Neural Cleanse's adaptive regularisation cost, best-result bookkeeping and early
-  stop, vectorised over slots; plain NumPy so it is unit-testable on synthetic inputs.
 - :class:`MiniBatchStream` — the seeded sequence of clean mini-batches a label sees, keyed by that label's own
   mini-batch counter, so a label sees the same data whether it runs alone or beside others.
 - :class:`LabelBatchedInversion` — the engine: a queue of labels feeding ``label_batch_size`` slots (a slot
-  whose label finishes is refilled at once), the ``tf.function`` training step, progress output and an atomic
-  checkpoint that a later run resumes from.
+  whose label finishes is refilled at once), the ``tf.function`` training step, progress output and a
+  checkpoint in a :class:`~kerasbd.resume.ResumeStore` that a later run resumes from.
 
-A new inversion method supplies its own candidates (``variables`` with a slot axis, ``initialize``, ``apply``,
-``regularizer``, ``values``) and schedule (``cost``, ``reset``, ``update``, ``state_dict``) and reuses the engine.
+A method supplies a candidate family (a :class:`CandidateFamily`: configuration whose ``allocate(image_shape,
+slots)`` gives the slot-axis :class:`Candidates` — ``variables``, ``initialize``, ``apply``, ``regularizer``,
+``values``) and a schedule family (``allocate(slots)`` gives a :class:`Schedule` — ``cost``, ``reset``,
+``update``, ``state_dict``). Neural Cleanse's mask/pattern candidates and cost schedule live beside the method,
+in :mod:`kerasbd.defenses.inspection.neural_cleanse`.
 
 Blending happens in canonical [0, 1] space. For a model whose :class:`~kerasbd.models.spec.InputAdapter` is
 affine per channel (``x·a + b``, optionally with channels reversed), blending commutes with the adapter:
@@ -35,21 +34,19 @@ across channels. So a pattern ``p`` in [0, 1] here is exactly the original's raw
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasbd.config import Configurable
 from kerasbd.errors import ConfigError
-from kerasbd.io import Progress, atomic_path, write_json
+from kerasbd.io import Progress
+from kerasbd.resume import ResumeStore
 from kerasbd.training.strategy import get_strategy
 
 __all__ = [
@@ -57,9 +54,11 @@ __all__ = [
     "TANH_EPSILON",
     "SWAPPED_CE_SCALE",
     "classification_loss",
-    "MaskPatternCandidates",
+    "Candidates",
+    "CandidateFamily",
+    "Schedule",
+    "ScheduleFamily",
     "SlotAdam",
-    "CostSchedule",
     "MiniBatchStream",
     "LabelBatchedInversion",
     "InversionResult",
@@ -97,11 +96,10 @@ def classification_loss(logits: tf.Tensor, targets: tf.Tensor, kind: str = "cros
 
 
 class Candidates(Protocol):
-    """What the engine needs from a per-label trainable trigger candidate (slot axis first everywhere)."""
+    """What the engine needs from per-label trainable trigger candidates (slot axis first everywhere)."""
 
     variables: list[tf.Variable]
 
-    def get_config(self) -> dict[str, Any]: ...
     def initialize(self, slots: np.ndarray, labels: np.ndarray, seed: int) -> None: ...
     def apply(self, x: tf.Tensor, params: list[tf.Tensor]) -> tf.Tensor: ...
     def regularizer(self, params: list[tf.Tensor]) -> tf.Tensor: ...
@@ -109,84 +107,28 @@ class Candidates(Protocol):
 
 
 class Schedule(Protocol):
-    """What the engine needs from a per-label cost schedule (vectors indexed by slot)."""
+    """What the engine needs from a per-label cost schedule's state (vectors indexed by slot)."""
 
     cost: np.ndarray
 
-    def get_config(self) -> dict[str, Any]: ...
     def reset(self, slots: np.ndarray) -> None: ...
     def update(self, slots: np.ndarray, acc: np.ndarray, reg: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
     def state_dict(self) -> dict[str, np.ndarray]: ...
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None: ...
 
 
-def _to_tanh(v: np.ndarray, epsilon: float) -> np.ndarray:
-    return np.arctanh((np.clip(v, 0.0, 1.0) - 0.5) * (2.0 - epsilon))
+class CandidateFamily(Protocol):
+    """Configuration of a candidate type; ``allocate`` creates the trainable state for ``slots`` labels."""
+
+    def get_config(self) -> dict[str, Any]: ...
+    def allocate(self, image_shape: Sequence[int], slots: int) -> Candidates: ...
 
 
-class MaskPatternCandidates:
-    """Neural Cleanse's trigger candidate per slot: ``x' = (1 − m)·x + m·p``.
+class ScheduleFamily(Protocol):
+    """Configuration of a per-label schedule; ``allocate`` creates its state for ``slots`` labels."""
 
-    ``m`` is an (H, W) mask shared across channels, ``p`` an (H, W, C) pattern in canonical [0, 1] (the
-    original's [0, 255] pattern divided by 255 — see the module note on blending). Both are stored in tanh
-    space, ``m = tanh(w)/(2 − ε) + 0.5`` with ε = 1e-7, so the optimiser is unconstrained and the values stay
-    in range. A label's initial values are drawn from ``default_rng([seed, label])`` (mask and pattern
-    uniform in [0, 1), as the original draws them), so they do not depend on which slot or batch the label
-    lands in. The regulariser is the mask's L1 norm ``Σ m`` (``"l1"``, the original's default) or
-    ``sqrt(Σ m²)`` (``"l2"``); the pattern is not regularised.
-
-    Example:
-        >>> c = MaskPatternCandidates((8, 8, 1), slots=2)
-        >>> c.initialize(np.array([0, 1]), np.array([3, 5]), seed=0)
-        >>> sorted(c.values(np.array([1])))
-        ['mask', 'pattern']
-    """
-
-    def __init__(self, image_shape: Sequence[int], slots: int, *, regularization: str = "l1", epsilon: float = TANH_EPSILON) -> None:
-        if regularization not in ("l1", "l2"):
-            raise ConfigError(f"regularization must be 'l1' or 'l2', got {regularization!r}.")
-        self.image_shape = tuple(int(s) for s in image_shape)
-        self.regularization, self.epsilon = regularization, float(epsilon)
-        h, w, c = self.image_shape
-        self.mask_tanh = tf.Variable(tf.zeros((slots, h, w, 1)), trainable=False, name="mask_tanh")
-        self.pattern_tanh = tf.Variable(tf.zeros((slots, h, w, c)), trainable=False, name="pattern_tanh")
-        self.variables = [self.mask_tanh, self.pattern_tanh]
-
-    def get_config(self) -> dict[str, Any]:
-        return {"image_shape": list(self.image_shape), "regularization": self.regularization, "epsilon": self.epsilon}
-
-    def initialize(self, slots: np.ndarray, labels: np.ndarray, seed: int) -> None:
-        h, w, c = self.image_shape
-        masks, patterns = [], []
-        for label in labels:
-            rng = np.random.default_rng([int(seed), int(label)])
-            masks.append(_to_tanh(rng.random((h, w, 1)), self.epsilon))
-            patterns.append(_to_tanh(rng.random((h, w, c)), self.epsilon))
-        idx = np.asarray(slots, np.int64)[:, None]
-        self.mask_tanh.scatter_nd_update(idx, np.asarray(masks, np.float32))
-        self.pattern_tanh.scatter_nd_update(idx, np.asarray(patterns, np.float32))
-
-    def _squash(self, w: tf.Tensor) -> tf.Tensor:
-        return tf.tanh(w) / (2.0 - self.epsilon) + 0.5
-
-    def apply(self, x: tf.Tensor, params: list[tf.Tensor]) -> tf.Tensor:
-        """Stamp ``x`` (S or 1, B, H, W, C) with each slot's trigger; ``params`` are the gathered variables."""
-        mask = self._squash(params[0])[:, None]  # (K, 1, H, W, 1), broadcast over batch and channels
-        pattern = self._squash(params[1])[:, None]
-        return (1.0 - mask) * x + mask * pattern
-
-    def regularizer(self, params: list[tf.Tensor]) -> tf.Tensor:
-        mask = self._squash(params[0])
-        if self.regularization == "l1":
-            return tf.reduce_sum(tf.abs(mask), axis=[1, 2, 3])
-        return tf.sqrt(tf.reduce_sum(tf.square(mask), axis=[1, 2, 3]))
-
-    def values(self, slots: np.ndarray) -> dict[str, np.ndarray]:
-        """Current mask (K, H, W) and pattern (K, H, W, C) of ``slots`` as float32 NumPy arrays in [0, 1]."""
-        idx = np.asarray(slots, np.int64)
-        mask = self._squash(tf.gather(self.mask_tanh, idx)).numpy()[..., 0]
-        pattern = self._squash(tf.gather(self.pattern_tanh, idx)).numpy()
-        return {"mask": mask, "pattern": pattern}
+    def get_config(self) -> dict[str, Any]: ...
+    def allocate(self, slots: int) -> Schedule: ...
 
 
 class SlotAdam:
@@ -198,7 +140,8 @@ class SlotAdam:
     passed to :meth:`apply` move, so a finished label stays exactly where it stopped.
     """
 
-    def __init__(self, variables: Sequence[tf.Variable], *, learning_rate: float = 0.1, beta_1: float = 0.5, beta_2: float = 0.9, epsilon: float = 1e-7) -> None:
+    def __init__(self, variables: Sequence[tf.Variable], *, learning_rate: float = 0.1, beta_1: float = 0.5, beta_2: float = 0.9,
+                 epsilon: float = 1e-7) -> None:
         self.variables = list(variables)
         self.learning_rate, self.beta_1, self.beta_2, self.epsilon = float(learning_rate), float(beta_1), float(beta_2), float(epsilon)
         self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
@@ -220,7 +163,7 @@ class SlotAdam:
         scatter = idx[:, None]
         t = tf.gather(self.t, idx) + 1.0
         lr_t = self.learning_rate * tf.sqrt(1.0 - tf.pow(self.beta_2, t)) / (1.0 - tf.pow(self.beta_1, t))
-        for var, m_var, v_var, g in zip(self.variables, self.m, self.v, grads):
+        for var, m_var, v_var, g in zip(self.variables, self.m, self.v, grads, strict=True):
             m = self.beta_1 * tf.gather(m_var, idx) + (1.0 - self.beta_1) * g
             v = self.beta_2 * tf.gather(v_var, idx) + (1.0 - self.beta_2) * tf.square(g)
             step = tf.reshape(lr_t, [-1] + [1] * (len(var.shape) - 1)) * m / (tf.sqrt(v) + self.epsilon)
@@ -228,119 +171,6 @@ class SlotAdam:
             v_var.scatter_nd_update(scatter, v)
             var.scatter_nd_update(scatter, tf.gather(var, idx) - step)
         self.t.scatter_nd_update(scatter, t)
-
-
-class CostSchedule:
-    """Neural Cleanse's per-label cost schedule, best-result tracking and early stop, vectorised over slots.
-
-    Per step (mirroring ``visualizer.py``): a step whose attack success ``acc ≥ attack_succ_threshold`` and
-    whose mean regulariser beats the best so far records a new best. Early stop (once a valid best exists):
-    a step whose best is not below ``early_stop_threshold ×`` the best seen at the previous step counts
-    towards ``early_stop_patience``; the label stops when that count is reached *and* the cost has been moved
-    both up and down. The cost starts at 0 (``reset_cost_to_zero``) and is set to ``init_cost`` after
-    ``patience`` consecutive successful steps; afterwards ``patience`` successes in a row multiply it by
-    ``cost_multiplier`` and ``patience`` failures divide it by ``cost_multiplier ** 1.5`` (the code's
-    exponent; its comment says square root).
-
-    Example:
-        >>> s = CostSchedule(1, patience=2); s.reset(np.array([0]))
-        >>> for _ in range(2):
-        ...     _ = s.update(np.array([0]), np.array([1.0]), np.array([5.0]))
-        >>> float(s.cost[0])
-        0.001
-    """
-
-    _FIELDS = ("cost", "set_counter", "up_counter", "down_counter", "up_flag", "down_flag", "reg_best", "es_counter", "es_reg_best")
-
-    def __init__(
-        self,
-        slots: int,
-        *,
-        init_cost: float = 1e-3,
-        attack_succ_threshold: float = 0.99,
-        patience: int = 5,
-        cost_multiplier: float = 2.0,
-        reset_cost_to_zero: bool = True,
-        early_stop: bool = True,
-        early_stop_threshold: float = 1.0,
-        early_stop_patience: int = 25,
-    ) -> None:
-        if init_cost < 0 or cost_multiplier <= 1 or patience < 1 or early_stop_patience < 1:
-            raise ConfigError("need init_cost ≥ 0, cost_multiplier > 1, patience ≥ 1 and early_stop_patience ≥ 1.")
-        if not 0 < attack_succ_threshold <= 1:
-            raise ConfigError(f"attack_succ_threshold must be in (0, 1], got {attack_succ_threshold}.")
-        self.init_cost, self.threshold, self.patience = float(init_cost), float(attack_succ_threshold), int(patience)
-        self.up, self.down = float(cost_multiplier), float(cost_multiplier) ** 1.5
-        self.reset_cost_to_zero, self.early_stop = bool(reset_cost_to_zero), bool(early_stop)
-        self.es_threshold, self.es_patience = float(early_stop_threshold), int(early_stop_patience)
-        self.cost = np.zeros(slots)
-        self.set_counter = np.zeros(slots, np.int64)
-        self.up_counter = np.zeros(slots, np.int64)
-        self.down_counter = np.zeros(slots, np.int64)
-        self.up_flag = np.zeros(slots, bool)
-        self.down_flag = np.zeros(slots, bool)
-        self.reg_best = np.full(slots, np.inf)
-        self.es_counter = np.zeros(slots, np.int64)
-        self.es_reg_best = np.full(slots, np.inf)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"init_cost": self.init_cost, "attack_succ_threshold": self.threshold, "patience": self.patience,
-                "cost_multiplier": self.up, "reset_cost_to_zero": self.reset_cost_to_zero, "early_stop": self.early_stop,
-                "early_stop_threshold": self.es_threshold, "early_stop_patience": self.es_patience}
-
-    def reset(self, slots: np.ndarray) -> None:
-        """Fresh state for the labels that just entered ``slots``."""
-        self.cost[slots] = 0.0 if self.reset_cost_to_zero else self.init_cost
-        for name in ("set_counter", "up_counter", "down_counter", "es_counter"):
-            getattr(self, name)[slots] = 0
-        self.up_flag[slots] = self.down_flag[slots] = False
-        self.reg_best[slots] = self.es_reg_best[slots] = np.inf
-
-    def update(self, slots: np.ndarray, acc: np.ndarray, reg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Advance one step for ``slots`` given their mean attack success and regulariser.
-
-        Returns ``(improved, stop)`` boolean vectors: a new best was recorded; the label should stop.
-        """
-        s = np.asarray(slots)
-        success = np.asarray(acc) >= self.threshold
-        improved = success & (np.asarray(reg) < self.reg_best[s])
-        self.reg_best[s] = np.where(improved, reg, self.reg_best[s])
-
-        stop = np.zeros(len(s), bool)
-        if self.early_stop:
-            valid = np.isfinite(self.reg_best[s])
-            stalled = self.reg_best[s] >= self.es_threshold * self.es_reg_best[s]
-            self.es_counter[s] = np.where(valid, np.where(stalled, self.es_counter[s] + 1, 0), self.es_counter[s])
-            self.es_reg_best[s] = np.minimum(self.reg_best[s], self.es_reg_best[s])
-            stop = self.up_flag[s] & self.down_flag[s] & (self.es_counter[s] >= self.es_patience)
-
-        live = s[~stop]  # a stopping label's cost no longer matters; the original breaks before updating it
-        ok = success[~stop]
-        start = (self.cost[live] == 0) & ok
-        self.set_counter[live] = np.where(start, self.set_counter[live] + 1, 0)
-        begin = live[self.set_counter[live] >= self.patience]
-        self.cost[begin] = self.init_cost
-        self.up_counter[begin] = self.down_counter[begin] = 0
-        self.up_flag[begin] = self.down_flag[begin] = False
-
-        self.up_counter[live] = np.where(ok, self.up_counter[live] + 1, 0)
-        self.down_counter[live] = np.where(ok, 0, self.down_counter[live] + 1)
-        go_up = live[self.up_counter[live] >= self.patience]
-        go_down = np.setdiff1d(live[self.down_counter[live] >= self.patience], go_up)
-        self.up_counter[go_up] = 0
-        self.cost[go_up] *= self.up
-        self.up_flag[go_up] = True
-        self.down_counter[go_down] = 0
-        self.cost[go_down] /= self.down
-        self.down_flag[go_down] = True
-        return improved, stop
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name).copy() for name in self._FIELDS}
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        for name in self._FIELDS:
-            getattr(self, name)[...] = state[name]
 
 
 class MiniBatchStream:
@@ -388,19 +218,10 @@ class InversionResult(dict):
 
     def stacked(self, key: str, labels: Sequence[int] | None = None) -> np.ndarray:
         """``key`` of every label (in ``labels`` order, default sorted) stacked into one array."""
-        return np.stack([self[int(l)][key] for l in (labels if labels is not None else sorted(self))])
+        return np.stack([self[int(lab)][key] for lab in (labels if labels is not None else sorted(self))])
 
 
-def _fingerprint(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
-
-
-class LabelBatchedInversion:
+class LabelBatchedInversion(Configurable):
     """Optimise one trigger candidate per label, ``label_batch_size`` labels at a time in one computation.
 
     A step is ``mini_batches`` Adam updates; in each update every active slot's label gets the clean
@@ -447,9 +268,6 @@ class LabelBatchedInversion:
         self.learning_rate, self.beta_1, self.beta_2, self.epsilon = learning_rate, beta_1, beta_2, epsilon
         self.loss, self.label_batch_size, self.checkpoint_every = loss, label_batch_size, int(checkpoint_every)
 
-    def get_config(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("steps", "mini_batches", "batch_size", "learning_rate", "beta_1", "beta_2", "epsilon", "loss", "label_batch_size", "checkpoint_every")}
-
     def slots_for(self, num_labels: int, image_shape: Sequence[int]) -> int:
         """Number of slots used for ``num_labels`` labels of ``image_shape``."""
         if self.label_batch_size is not None:
@@ -462,22 +280,24 @@ class LabelBatchedInversion:
         model: keras.Model,
         x: np.ndarray,
         labels: Sequence[int],
-        candidates_fn: Any,
-        schedule_fn: Any,
+        candidates: CandidateFamily,
+        schedule: ScheduleFamily,
         *,
         seed: int = 0,
-        checkpoint_dir: str | os.PathLike | None = None,
+        store: ResumeStore | None = None,
         strategy: str | tf.distribute.Strategy | None = None,
         verbose: int = 1,
     ) -> InversionResult:
         """Invert every label in ``labels`` on clean images ``x`` (canonical) for the logits ``model``.
 
         Args:
-            candidates_fn: ``slots -> Candidates`` (e.g. ``lambda s: MaskPatternCandidates(shape, s)``).
-            schedule_fn: ``slots -> Schedule`` (e.g. ``lambda s: CostSchedule(s)``).
+            candidates: the candidate family (e.g. Neural Cleanse's ``MaskPatternCandidates()``).
+            schedule: the schedule family (e.g. Neural Cleanse's ``CostSchedule()``).
             seed: seeds initial candidates and the mini-batch order.
-            checkpoint_dir: if given, state is saved there atomically every ``checkpoint_every`` steps and a
-                later run with the same model, data, labels and settings resumes from it.
+            store: if given, the run's state is saved there (item ``inversion``) every ``checkpoint_every`` steps
+                and a later run resumes from it. The store's settings must pin everything that determines the
+                run (the caller's configuration, labels, seed, model and data); the inspectors' ``inspect``
+                opens it so.
             strategy: anything :func:`~kerasbd.training.get_strategy` accepts. Each update's clean mini-batch is
                 split across the replicas, their gradients summed and one update applied to the candidates, so
                 the result is the single-device one up to floating-point summation order.
@@ -488,27 +308,26 @@ class LabelBatchedInversion:
             >>> net = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
             >>> x = np.random.default_rng(0).random((40, 6, 6, 1)).astype("float32")
             >>> inv = LabelBatchedInversion(steps=2, mini_batches=2, batch_size=8)
-            >>> out = inv.run(net, x, [0, 1, 2], lambda s: MaskPatternCandidates((6, 6, 1), s),
-            ...               lambda s: CostSchedule(s), verbose=0)
+            >>> from kerasbd.defenses.inspection.neural_cleanse import CostSchedule, MaskPatternCandidates
+            >>> out = inv.run(net, x, [0, 1, 2], MaskPatternCandidates(), CostSchedule(), verbose=0)
             >>> sorted(out), out[2]["mask"].shape, out[2]["steps"]
             ([0, 1, 2], (6, 6), 2)
         """
-        labels = [int(l) for l in labels]
+        labels = [int(lab) for lab in labels]
         if not labels:
             raise ConfigError("no labels to invert; pass at least one label.")
         if len(set(labels)) != len(labels):
             raise ConfigError(f"labels contain duplicates: {labels}.")
         x = np.asarray(x, np.float32)
         n_slots = self.slots_for(len(labels), x.shape[1:])
-        cand, sched = candidates_fn(n_slots), schedule_fn(n_slots)
+        cand, sched = candidates.allocate(x.shape[1:], n_slots), schedule.allocate(n_slots)
         adam = SlotAdam(cand.variables, learning_rate=self.learning_rate, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
         stream = MiniBatchStream(len(x), self.batch_size, seed)
         strat = get_strategy(strategy)
         step_fn = self._make_step(model, cand, adam, strat)
 
         state = _RunState(n_slots, labels)
-        meta = {**self._meta(model, x, labels, seed), "candidates": cand.get_config(), "schedule": sched.get_config()}
-        ckpt = _Checkpoint(checkpoint_dir, meta) if checkpoint_dir is not None else None
+        ckpt = _Checkpoint(store) if store is not None else None
         if ckpt is not None and ckpt.exists():
             ckpt.load(state, cand, adam, sched)
         else:
@@ -541,7 +360,7 @@ class LabelBatchedInversion:
         if ckpt is not None:
             ckpt.save(state, cand, adam, sched, elapsed)
         total = None if state.seconds_before is None else state.seconds_before + elapsed
-        return InversionResult({l: state.results[l] for l in labels}, seconds=total)
+        return InversionResult({lab: state.results[lab] for lab in labels}, seconds=total)
 
     def _fill(self, state: _RunState, slots: np.ndarray, cand: Candidates, adam: SlotAdam, sched: Schedule, seed: int) -> None:
         """Give free ``slots`` the next queued labels (fresh candidate, optimiser and schedule state)."""
@@ -604,15 +423,6 @@ class LabelBatchedInversion:
 
         return step
 
-    def _meta(self, model: keras.Model, x: np.ndarray, labels: list[int], seed: int) -> dict[str, Any]:
-        return {
-            "config": self.get_config(),
-            "labels": labels,
-            "seed": int(seed),
-            "model": _fingerprint(*[np.asarray(w) for w in model.get_weights()]),
-            "data": _fingerprint(x),
-        }
-
 
 def _split_batch(strategy: tf.distribute.Strategy, xb: np.ndarray) -> Any:
     """Per-replica shares of an (S or 1, B, H, W, C) batch along B (the whole batch under one replica)."""
@@ -671,14 +481,15 @@ class _RunState:
 
 
 class _Checkpoint:
-    """Atomic save/restore of an inversion run (``state.npz`` + ``meta.json``) in a folder."""
+    """Save/restore of an inversion run's whole state as the store's item ``inversion`` (written atomically)."""
 
-    def __init__(self, directory: str | os.PathLike, meta: dict[str, Any]) -> None:
-        self.dir = Path(directory)
-        self.meta = json.loads(json.dumps(meta))
+    KEY = "inversion"
+
+    def __init__(self, store: ResumeStore) -> None:
+        self.store = store
 
     def exists(self) -> bool:
-        return (self.dir / "state.npz").exists() and (self.dir / "meta.json").exists()
+        return self.store.has(self.KEY)
 
     def save(self, state: _RunState, cand: Candidates, adam: SlotAdam, sched: Schedule, elapsed: float) -> None:
         """``elapsed``: this session's optimisation seconds so far, added to the earlier sessions' when known."""
@@ -694,24 +505,14 @@ class _Checkpoint:
         done = sorted(state.results)
         arrays["done_labels"] = np.asarray(done, np.int64)
         for key in (state.results[done[0]] if done else {}):
-            arrays[f"result_{key}"] = np.asarray([state.results[l][key] for l in done])
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.dir / "state.npz") as tmp:
-            np.savez(tmp, **arrays)
-        write_json(self.dir / "meta.json", self.meta)
+            arrays[f"result_{key}"] = np.asarray([state.results[lab][key] for lab in done])
+        self.store.save_arrays(self.KEY, arrays)
 
     def load(self, state: _RunState, cand: Candidates, adam: SlotAdam, sched: Schedule) -> None:
-        saved = json.loads((self.dir / "meta.json").read_text(encoding="utf-8"))
-        if saved != self.meta:
-            diff = sorted(k for k in set(saved) | set(self.meta) if saved.get(k) != self.meta.get(k))
-            raise ConfigError(
-                f"checkpoint in {self.dir} belongs to a different run (differs in: {', '.join(diff)}); "
-                "delete it or choose another checkpoint_dir."
-            )
-        with np.load(self.dir / "state.npz") as z:
-            data = {k: z[k] for k in z.files}
+        data = self.store.load_arrays(self.KEY)
+        assert data is not None
         if any(data[f"var{i}"].shape != tuple(v.shape) for i, v in enumerate(cand.variables)):
-            raise ConfigError(f"checkpoint in {self.dir} has different slot shapes; delete it or choose another checkpoint_dir.")
+            raise ConfigError(f"checkpoint in {self.store.dir} has different slot shapes; pass restart (--restart) to discard it.")
         for i, v in enumerate(cand.variables):
             v.assign(data[f"var{i}"])
         for i, v in enumerate(adam.state):

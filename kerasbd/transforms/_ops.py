@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 _MEDIAN_WIDTH = 8192  # mosaic width (px) for medianBlur: wide rows keep OpenCV's SIMD loop busy
 
@@ -66,7 +67,7 @@ def _fill_border(t: np.ndarray, pad: int, h: int, w: int, border: str, value: fl
 
 
 def to_mosaic(
-    u: np.ndarray, pad: int, per_row: int, border: str, value: float = 0.0, dtype: np.dtype | None = None, scale: float | None = None
+    u: np.ndarray, pad: int, per_row: int, border: str, value: float = 0.0, dtype: npt.DTypeLike | None = None, scale: float | None = None
 ) -> np.ndarray:
     """Lay an (N, H, W, C) batch out as a (bands * (H + 2 pad), per_row * (W + 2 pad), C) mosaic of padded tiles.
 
@@ -95,7 +96,7 @@ def to_mosaic(
     return grid.reshape(bands * th, per_row * tw, c)
 
 
-def row_interleaved(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def row_interleaved(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
     """An uninitialised (N, H, W, ...) batch stored as (H, N, W, ...): row y of every image side by side.
 
     In this layout the batch *is* a tall (H*N, W) image (rows in (y, image) order) and a wide (H, N*W) image at
@@ -227,7 +228,9 @@ def warp_affine(img: np.ndarray, m: np.ndarray, border_value: float = 0.0) -> np
     out = np.empty_like(img)
     value = (border_value,) * 4
     for i in range(n):
-        cv2.warpAffine(_cv_image(img[i]), m[i], (w, h), dst=_cv_image(out[i]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=value)
+        cv2.warpAffine(
+            _cv_image(img[i]), m[i], (w, h), dst=_cv_image(out[i]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=value
+        )
     return out
 
 
@@ -240,6 +243,6 @@ def place(canvas: np.ndarray, images: np.ndarray, top: np.ndarray, left: np.ndar
     One basic-slice copy per image: at a chunk's size (64 images, up to 25+ distinct offsets) that beats grouping
     images by offset, whose fancy-indexed copies cost more per call than they save."""
     h, w = images.shape[1:3]
-    for i, (t, l) in enumerate(zip(top.tolist(), left.tolist())):
-        canvas[i, t : t + h, l : l + w] = images[i]
+    for i, (t, lft) in enumerate(zip(top.tolist(), left.tolist(), strict=True)):
+        canvas[i, t : t + h, lft : lft + w] = images[i]
     return canvas

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import inspect
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
-from typing import Any, ClassVar, Union
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
 
 import numpy as np
 
+from kerasbd import config
+from kerasbd.config import Configurable
 from kerasbd.errors import ConfigError, DataError
 from kerasbd.validation import check_images
 
@@ -35,7 +37,7 @@ __all__ = [
     "TRANSFORMS",
 ]
 
-RngLike = Union[None, int, np.random.Generator]
+RngLike = None | int | np.random.Generator
 
 #: Images processed together; larger batches are split (a fixed constant, so seeded outputs do not change).
 #: 64 keeps a chunk's float intermediates near the L2 cache size (64 x 55x47x3 float32 = 2 MB); 256 made the
@@ -82,11 +84,11 @@ def from_uint8(u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.divide(u, np.float32(255.0), out=out, dtype=np.float32)
 
 
-class Transform:
+class Transform(Configurable):
     """Base class: a seeded, batched image transform on canonical images.
 
     Subclasses store every constructor argument under the same attribute name (scikit-learn style), which gives
-    :meth:`get_config` / :meth:`from_config` for free, and implement either ``_apply`` (float32 in [0, 1]) or,
+    :meth:`get_config` / :meth:`from_config` for free (:class:`kerasbd.config.Configurable`), and implement either ``_apply`` (float32 in [0, 1]) or,
     with ``quantizes = True``, ``_apply_uint8`` (uint8 0-255, the albumentations 0.4.x wrapper semantics).
     ``_check_shape`` refuses image shapes the operation cannot handle (e.g. smaller than its kernel).
 
@@ -130,7 +132,7 @@ class Transform:
         if len(starts) == 1:
             self._run_into(xc, gen, out)
             return out
-        jobs = list(zip(starts, gen.spawn(len(starts))))
+        jobs = list(zip(starts, gen.spawn(len(starts)), strict=False))
         n_workers = min(len(jobs), _workers(workers))
 
         def run(job: tuple[int, np.random.Generator]) -> None:
@@ -171,7 +173,8 @@ class Transform:
 
     def output_shape(self, image_shape: Sequence[int]) -> tuple[int, int, int]:
         """(H, W, C) of the output for an (H, W, C) input; raises DataError when the input cannot be handled."""
-        shape = tuple(int(s) for s in image_shape)
+        h, w, c = (int(s) for s in image_shape)
+        shape = (h, w, c)
         if self.requires_color and shape[-1] != 3:
             raise DataError(
                 f"{type(self).__name__} needs RGB images (3 channels), got {shape[-1]} channel(s). "
@@ -190,33 +193,10 @@ class Transform:
                 "use a smaller kernel/scale or larger images."
             )
 
-    def get_config(self) -> dict[str, Any]:
-        """Constructor arguments as a JSON-friendly dict."""
-        params = inspect.signature(type(self).__init__).parameters
-        return {name: _jsonable(getattr(self, name)) for name in params if name != "self"}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Transform:
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Transform):
-        return serialize(value)
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
 
 def serialize(transform: Transform) -> dict[str, Any]:
     """``{"class_name": ..., "config": ...}`` for a transform (nested transforms included)."""
-    return {"class_name": type(transform).__name__, "config": transform.get_config()}
+    return config.serialize(transform)
 
 
 def deserialize(spec: dict[str, Any] | Transform) -> Transform:
@@ -227,17 +207,7 @@ def deserialize(spec: dict[str, Any] | Transform) -> Transform:
         >>> deserialize(serialize(BitDepth(5))).bits
         5
     """
-    if isinstance(spec, Transform):
-        return spec
-    if not isinstance(spec, dict) or "class_name" not in spec:
-        raise ConfigError(f"a transform spec is a dict with 'class_name' and 'config', got {spec!r}.")
-    cls = TRANSFORMS.get(spec["class_name"])
-    if cls is None:
-        raise ConfigError(f"unknown transform {spec['class_name']!r}; known: {sorted(TRANSFORMS)}.")
-    try:
-        return cls.from_config(dict(spec.get("config", {})))
-    except TypeError as exc:
-        raise ConfigError(f"invalid config for {spec['class_name']}: {exc}") from exc
+    return config.deserialize(spec, Transform)
 
 
 class Compose(Transform):
@@ -257,7 +227,8 @@ class Compose(Transform):
             raise ConfigError("Compose needs at least one transform.")
 
     def output_shape(self, image_shape: Sequence[int]) -> tuple[int, int, int]:
-        shape = tuple(int(s) for s in image_shape)
+        h, w, c = (int(s) for s in image_shape)
+        shape = (h, w, c)
         for t in self.transforms:
             shape = t.output_shape(shape)
         return shape

@@ -43,8 +43,8 @@ class ShrinkPad(Transform):
     def _run_into(self, x: np.ndarray, rng: np.random.Generator, out: np.ndarray) -> None:
         n, h, w, _ = x.shape
         small = _ops.resize(x, (h - self.pad, w - self.pad))
-        left = rng.integers(0, self.pad + 1, size=n)
-        top = rng.integers(0, self.pad + 1, size=n)
+        left = rng.integers(0, self.pad + 1, size=int(n))
+        top = rng.integers(0, self.pad + 1, size=int(n))
         out[...] = self.fill  # the canvas is the output itself: no temporary
         _ops.place(out, small, top, left)
 

@@ -21,6 +21,7 @@ variant, so a 224x224 image still goes through exactly 180x180; 0.8 in the paper
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -117,7 +118,7 @@ class OpticalDistortion(Transform):
 
     def _apply_uint8(self, u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n, h, w, _ = u.shape
-        k = rng.uniform(*self._k, size=n)
+        k = rng.uniform(*self._k, size=int(n))
         # albumentations draws dx, dy as round(U(shift_limit)), i.e. 0 for any |limit| < 0.5
         dx, dy = np.round(rng.uniform(*self._shift, size=2))
         map_x, map_y = distortion_maps(k, h, w, dx, dy)
@@ -223,7 +224,11 @@ class Resize(Transform):
 
     def output_shape(self, image_shape: Sequence[int]) -> tuple[int, int, int]:
         shape = super().output_shape(image_shape)
-        h, w = self.size if self.size is not None else _scaled_size(shape, self.factor)
+        if self.size is not None:
+            h, w = self.size
+        else:
+            assert self.factor is not None  # __init__ takes exactly one of size and factor
+            h, w = _scaled_size(shape, self.factor)
         return (h, w, shape[2])
 
     def _apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -283,14 +288,17 @@ class RandomShrinkPad(Transform):
         top = rng.integers(0, max_h - rnd_h)  # randint(0, maxv - rnd) as in the original
         left = rng.integers(0, max_w - rnd_w)
         canvas = np.full((n, max_h, max_w, c), self.pad_value, np.float32)
-        for sh, sw in {(int(a), int(b)) for a, b in zip(rnd_h, rnd_w)}:
+        for sh, sw in {(int(a), int(b)) for a, b in zip(rnd_h, rnd_w, strict=True)}:
             idx = np.flatnonzero((rnd_h == sh) & (rnd_w == sw))
             grown = _ops.resize(x[idx], (sh, sw))
             canvas[idx] = _ops.place(canvas[idx], grown, top[idx], left[idx])
         return _ops.resize(canvas, (h, w))
 
 
-def _pick(value, default):
+_T = TypeVar("_T")
+
+
+def _pick(value: _T | None, default: _T) -> _T:
     return default if value is None else value
 
 

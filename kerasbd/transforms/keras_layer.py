@@ -10,14 +10,17 @@ config, so loading needs ``import kerasbd.transforms`` (which registers the laye
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
 from kerasbd.errors import ConfigError
 from kerasbd.transforms.base import Transform, as_generator, deserialize, serialize
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 __all__ = ["TransformLayer", "with_preprocessing", "tf_map"]
 
@@ -48,18 +51,19 @@ class TransformLayer(keras.layers.Layer):
     def _numpy_call(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.transform(x, self._rng), dtype=np.float32)
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         import tensorflow as tf
 
         out = tf.numpy_function(self._numpy_call, [tf.cast(inputs, tf.float32)], tf.float32, stateful=True)
         out.set_shape(self.compute_output_shape(tuple(inputs.shape)))
         return out
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         input_shape = tuple(input_shape)
-        if any(s is None for s in input_shape[1:]):
+        image = tuple(s for s in input_shape[1:] if s is not None)
+        if len(image) < len(input_shape) - 1:
             return (input_shape[0],) + (None,) * (len(input_shape) - 1)
-        return (input_shape[0],) + tuple(self.transform.output_shape(input_shape[1:]))
+        return (input_shape[0],) + tuple(self.transform.output_shape(image))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "transform": serialize(self.transform), "seed": self.seed}
@@ -111,7 +115,7 @@ def tf_map(transform: Transform, seed: int | None = None) -> Callable:
         out = np.asarray(transform(batch, rng), dtype=np.float32)
         return out if x.ndim == 4 else out[0]
 
-    def fn(x, *rest):
+    def fn(x: tf.Tensor, *rest: tf.Tensor) -> tf.Tensor | tuple[tf.Tensor, ...]:
         shape = tuple(x.shape)
         out = tf.numpy_function(run, [tf.cast(x, tf.float32)], tf.float32, stateful=True)
         image = shape[-3:]

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 from kerasbd.defenses.base import InputDetector
-from kerasbd.defenses.detectors import SoftmaxPredictor, far_frr_report
+from kerasbd.defenses.detection.common import SoftmaxPredictor, far_frr_report
 from kerasbd.errors import ConfigError
 from kerasbd.validation import check_images
 
@@ -146,5 +146,5 @@ class STRIP(InputDetector):
 
     def far_frr(self, clean_x: np.ndarray, triggered_x: np.ndarray, *, clean_acc: float | None = None, asr: float | None = None) -> dict[str, Any]:
         """FAR (triggered accepted), FRR (clean rejected) and NNoculation's ASR/CA translation; see
-        :func:`kerasbd.defenses.detectors.far_frr_report`."""
+        :func:`kerasbd.defenses.detection.common.far_frr_report`."""
         return far_frr_report(self, clean_x, triggered_x, clean_acc=clean_acc, asr=asr)

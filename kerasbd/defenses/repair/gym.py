@@ -29,10 +29,11 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
-from kerasbd.defenses._stages import copy_model, stage_row
 from kerasbd.defenses.base import Defense, RunContext
 from kerasbd.errors import ConfigError
-from kerasbd.results import DefenseResult
+from kerasbd.models.surgery import copy_model
+from kerasbd.reporting import DefenseResult
+from kerasbd.transforms.base import Transform
 
 __all__ = ["GYM", "PRESETS"]
 
@@ -40,13 +41,12 @@ __all__ = ["GYM", "PRESETS"]
 #: Named settings for :meth:`GYM.preset`; transforms are given as keyword arguments of
 #: ``gym_intensive`` / ``gym_lightweight``. ``"mnist"`` departs from the original (sized for 224×224 faces and a
 #: fine-tuning set of 1000-10000 images) where it measurably destroys 28×28 digits or leaves the model unadapted
-#: (search on two zoo BadNets, recipes/gym.py): 3×3 medians (5×5 erase strokes); the paper variant's 0.75-scale
-#: second median instead of the code's 0.25 nearest down/up-scale (7×7 pixels left of a digit); third median and
-#: the lightweight median at full resolution (resize factor 1); SAT shift ±8 % (±2 px) instead of ±16 % (±4.5 px:
-#: the unadapted model falls from 0.98 to 0.63) in the intensive function and ±5 % in the lightweight one (the
-#: fine-tuned model is adapted to ±8 %; the smaller inference shift halves the accuracy cost at equal ASR); Adam
-#: 1e-3, batch 32, 50 epochs, and each transformed batch mixed with its clean copy (Adadelta 0.03 for 500 steps
-#: barely moves the model).
+#: (the search and its figures are in recipes/gym.py's docstring): 3×3 medians (5×5 erase strokes); the paper
+#: variant's 0.75-scale second median instead of the code's 0.25 nearest down/up-scale (7×7 pixels left of a
+#: digit); third median and the lightweight median at full resolution (resize factor 1); SAT shift ±8 % (±2 px)
+#: instead of ±16 % (±4.5 px) in the intensive function and ±5 % in the lightweight one; Adam 1e-3, batch 32,
+#: 50 epochs, and each transformed batch mixed with its clean copy (Adadelta 0.03 for 500 steps barely moves the
+#: model).
 PRESETS: dict[str, dict[str, Any]] = {
     "original": {},
     "mnist": {
@@ -93,8 +93,8 @@ class GYM(Defense):
         batch_size: int = 10,
         optimizer: str = "adadelta",
         learning_rate: float | None = 0.03,
-        intensive: Any = None,
-        lightweight: Any = None,
+        intensive: Transform | None = None,
+        lightweight: Transform | None = None,
         mix_clean: bool = False,
     ) -> None:
         if rounds < 1 or epochs_per_round < 1:
@@ -102,8 +102,8 @@ class GYM(Defense):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {batch_size}.")
         for label, t in (("intensive", intensive), ("lightweight", lightweight)):
-            if t is not None and not callable(t):
-                raise ConfigError(f"{label} must be a kerasbd transform (callable on an image batch) or None.")
+            if t is not None and not isinstance(t, Transform):
+                raise ConfigError(f"{label} must be a kerasbd transform (kerasbd.transforms.Transform) or None.")
         self.rounds, self.epochs_per_round = rounds, epochs_per_round
         self.batch_size, self.optimizer, self.learning_rate = batch_size, optimizer, learning_rate
         self.intensive, self.lightweight, self.mix_clean = intensive, lightweight, bool(mix_clean)
@@ -121,12 +121,6 @@ class GYM(Defense):
                 config[key] = build(**config[key])
         return cls(**{**config, **overrides})
 
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        for key in ("intensive", "lightweight"):  # transforms are reported by their own config
-            config[key] = None if config[key] is None else _describe(config[key])
-        return config
-
     def pipelines(self) -> tuple[Any, Any]:
         """The (intensive, lightweight) transforms this defense uses."""
         from kerasbd.transforms import gym_intensive, gym_lightweight
@@ -137,7 +131,7 @@ class GYM(Defense):
 
     def _run(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> DefenseResult:
         from kerasbd.training import fit_classifier
-        from kerasbd.transforms import with_preprocessing
+        from kerasbd.transforms import serialize, with_preprocessing
 
         intensive, lightweight = self.pipelines()
         tuned = copy_model(model)
@@ -147,22 +141,15 @@ class GYM(Defense):
             strategy=ctx.strategy, verbose=ctx.verbose,
         )
         defended = with_preprocessing(tuned, lightweight, seed=ctx.seed)
-        rows = []
-        if ctx.eval_data is not None:
-            rows = [
-                stage_row("baseline", model, ctx.eval_data, ctx.backdoors),
-                stage_row("inference (I)", with_preprocessing(model, intensive, seed=ctx.seed), ctx.eval_data, ctx.backdoors),
-                stage_row("fine-tuning + inference (I)", with_preprocessing(tuned, intensive, seed=ctx.seed), ctx.eval_data, ctx.backdoors),
-                stage_row("fine-tuning + inference (L)", defended, ctx.eval_data, ctx.backdoors),
-            ]
+        if ctx.report.active:  # GYM's Table-2 columns; the preprocessed models exist only for this report
+            ctx.report.stage("baseline", model)
+            ctx.report.stage("inference (I)", with_preprocessing(model, intensive, seed=ctx.seed))
+            ctx.report.stage("fine-tuning + inference (I)", with_preprocessing(tuned, intensive, seed=ctx.seed))
+            ctx.report.stage("fine-tuning + inference (L)", defended)
         details = {
             "epochs": self.rounds * self.epochs_per_round,
             "fine_tuning_accuracy": [float(a) for a in history.history.get("accuracy", [])],
-            "intensive": _describe(intensive),
-            "lightweight": _describe(lightweight),
+            "intensive": serialize(intensive),
+            "lightweight": serialize(lightweight),
         }
-        return DefenseResult(self.name, model=defended, details=details, rows=rows)
-
-
-def _describe(transform: Any) -> Any:
-    return {"class_name": type(transform).__name__, "config": transform.get_config()} if hasattr(transform, "get_config") else repr(transform)
+        return DefenseResult(self.name, model=defended, details=details)

@@ -15,28 +15,26 @@ Keras 2 code (whose shipped candidates used α = 1, 3 and 5.25).
 The clean data are split (stratified by label, seeded) into a retraining part and a held-out ``holdout``
 fraction on which the accuracy drop is measured — the original's ``treat.h5`` / ``eval.h5`` roles.
 
-Every finished grid cell can be checkpointed (``checkpoint_dir``: its weights and a JSON record, written
-atomically and keyed by a fingerprint of the model, data and settings), so an interrupted grid resumes where it
-stopped. When no cell is within θ, the cell with the highest held-out accuracy is returned and
+Every finished grid cell is checkpointed when ``run`` is given a ``checkpoint_dir`` (its weights and a JSON
+record, in a :class:`~kerasbd.resume.ResumeStore` bound to the model, data, seed and settings), so an interrupted
+grid resumes where it stopped; other settings are refused. When no cell is within θ, the cell with the highest held-out accuracy is returned and
 ``details["within_threshold"]`` is False.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import keras
 import numpy as np
 
-from kerasbd.defenses._stages import copy_model, stage_metrics, subsample
 from kerasbd.defenses.base import Defense, RunContext
 from kerasbd.errors import ConfigError
-from kerasbd.io import Progress, atomic_path, write_json
-from kerasbd.results import DefenseResult
+from kerasbd.io import Progress
+from kerasbd.models.surgery import copy_model
+from kerasbd.reporting import DefenseResult
+from kerasbd.reporting.figures import nnoculation_grid_rows
 
 __all__ = ["NNoculationPre", "select_cell", "split_holdout"]
 
@@ -98,16 +96,16 @@ class NNoculationPre(Defense):
         fresh_noise: False (original) = one noisy copy per image drawn before training, concatenated with the
             clean images; True = new noise on every batch (with the clean batch appended; half the batch size
             per part so a step sees ``batch_size`` images).
-        checkpoint_dir: folder for finished cells (resume after an interruption); None = no checkpoints.
         report_size: evaluation images used for the per-cell ASR of the grid report (random fixed subset).
 
+    ``run(..., checkpoint_dir=...)`` keeps finished cells there (resume after an interruption).
     ``result.rows`` is the grid like the paper's Table 2 (held-out accuracy per γ row and α column, ``**bold**``
     within θ, ``★`` on the pick (the paper stars it)); ``result.details["grid"]`` has every cell (with ASR when evaluation data and a
     trigger are given); ``result.figures["grid"]`` is the heatmap.
 
     Example:
-        >>> result = NNoculationPre(checkpoint_dir="nnoc_ckpt").run(
-        ...     badnet, (x_val, y_val), eval_data=(x_test, y_test), backdoors=[backdoor])  # doctest: +SKIP
+        >>> result = NNoculationPre().run(badnet, (x_val, y_val), eval_data=(x_test, y_test), backdoors=[backdoor],
+        ...                               checkpoint_dir="nnoc_ckpt")  # doctest: +SKIP
         >>> result.details["selected"]  # doctest: +SKIP
     """
 
@@ -124,7 +122,6 @@ class NNoculationPre(Defense):
         holdout: float = 0.2,
         noise: dict[str, Any] | None = None,
         fresh_noise: bool = False,
-        checkpoint_dir: str | None = None,
         report_size: int | None = 2000,
     ) -> None:
         learning_rates = tuple(float(a) for a in learning_rates)
@@ -143,22 +140,12 @@ class NNoculationPre(Defense):
         self.epochs, self.batch_size, self.optimizer = epochs, batch_size, optimizer
         self.max_drop, self.holdout = max_drop, holdout
         self.noise = dict(noise or {})
-        self.fresh_noise, self.checkpoint_dir, self.report_size = fresh_noise, checkpoint_dir, report_size
+        self.fresh_noise, self.report_size = fresh_noise, report_size
 
     def _noise(self, fraction: float) -> Any:
         from kerasbd.transforms import NNoculationNoise
 
         return NNoculationNoise(p=fraction, **self.noise)
-
-    def _fingerprint(self, model: keras.Model, train: tuple[np.ndarray, np.ndarray], seed: int) -> str:
-        h = hashlib.sha256()
-        settings = {k: self.get_config()[k] for k in ("epochs", "batch_size", "optimizer", "holdout", "noise", "fresh_noise")}
-        h.update(json.dumps({"settings": settings, "seed": seed}, sort_keys=True, default=str).encode())
-        for w in model.get_weights():
-            h.update(np.ascontiguousarray(w).tobytes())
-        h.update(np.ascontiguousarray(train[0]).tobytes())
-        h.update(np.ascontiguousarray(train[1]).tobytes())
-        return h.hexdigest()
 
     def _train_cell(self, model: keras.Model, train: tuple[np.ndarray, np.ndarray], lr: float, noise: float,
                     cell_seed: int, strategy: Any) -> keras.Model:
@@ -178,34 +165,31 @@ class NNoculationPre(Defense):
     def _run(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> DefenseResult:
         train, held = split_holdout(*clean, self.holdout, ctx.seed)
         base_acc = _accuracy(model, *held)
-        report = subsample(ctx.eval_data, self.report_size, ctx.seed) if ctx.eval_data is not None and ctx.backdoors else None
-        ckpt = Path(self.checkpoint_dir) if self.checkpoint_dir else None
-        fingerprint = self._fingerprint(model, train, ctx.seed) if ckpt else ""
         cells: list[dict[str, Any]] = []
         best: tuple[dict[str, Any], list[np.ndarray]] | None = None
         progress = Progress(len(self.learning_rates) * len(self.noise_fractions), "nnoculation grid", ctx.verbose)
         for i, lr in enumerate(self.learning_rates):
             for j, gamma in enumerate(self.noise_fractions):
-                stem = f"cell_lr{lr:g}_noise{gamma:g}"
-                record = _load_record(ckpt, stem, fingerprint)
+                key = f"cell_lr{lr:g}_noise{gamma:g}"
+                record = ctx.store.load_json(key) if ctx.store is not None else None  # written last: marks the cell done
                 if record is None:
                     cell_seed = int(np.random.SeedSequence([ctx.seed, i, j]).generate_state(1)[0] % (2**31 - 1))
                     net = self._train_cell(model, train, lr, gamma, cell_seed, ctx.strategy)
                     record = {"learning_rate": lr, "noise": gamma, "holdout_acc": _accuracy(net, *held), "seed": cell_seed}
-                    if report is not None:
-                        m = stage_metrics(net, report, ctx.backdoors)
-                        record.update(clean_acc=m.get("clean_acc"), asr=m.get("asr"))
-                    if ckpt is not None:
-                        _save_record(ckpt, stem, fingerprint, record, net)
-                    weights = net.get_weights
+                    if ctx.store is not None:
+                        ctx.store.save_weights(key, net)
+                        ctx.store.save_json(key, record)
                 else:
-                    weights = _weights_loader(model, ckpt, stem)
+                    net = copy_model(model)
+                    ctx.store.load_weights(key, net)  # type: ignore[union-attr]
                 record["drop"] = base_acc - record["holdout_acc"]
                 cells.append(record)
+                ctx.report.point("grid", net, subset=self.report_size, metrics=("clean_acc", "asr"), **record)
                 if best is None or select_cell([best[0], record], base_acc, self.max_drop)[0] is record:
-                    best = (record, weights())
+                    best = (record, net.get_weights())
                 progress.update(lr=lr, noise=gamma, acc=record["holdout_acc"])
         progress.close()
+        assert best is not None
         chosen, within = select_cell(cells, base_acc, self.max_drop)
         goodnet = copy_model(model)
         goodnet.set_weights(best[1])
@@ -214,87 +198,6 @@ class NNoculationPre(Defense):
             "within_threshold": within,
             "baseline_holdout_acc": base_acc,
             "split": {"retrain": len(train[0]), "holdout": len(held[0]), "rule": "stratified by label, seeded"},
-            "grid": cells,
         }
-        return DefenseResult(
-            self.name,
-            model=goodnet,
-            details=details,
-            rows=_grid_table(cells, chosen, base_acc, self.max_drop, self.learning_rates, self.noise_fractions),
-            figures={"grid": _grid_figure(cells, chosen, base_acc, self.learning_rates, self.noise_fractions)},
-        )
-
-
-def _load_record(ckpt: Path | None, stem: str, fingerprint: str) -> dict[str, Any] | None:
-    if ckpt is None:
-        return None
-    meta, weights = ckpt / f"{stem}.json", ckpt / f"{stem}.weights.h5"
-    if not (meta.is_file() and weights.is_file()):
-        return None
-    try:
-        saved = json.loads(meta.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None  # unreadable record: retrain the cell
-    return saved["record"] if saved.get("fingerprint") == fingerprint else None
-
-
-def _save_record(ckpt: Path, stem: str, fingerprint: str, record: dict[str, Any], net: keras.Model) -> None:
-    ckpt.mkdir(parents=True, exist_ok=True)
-    with atomic_path(ckpt / f"{stem}.weights.h5", suffix=".weights.h5") as tmp:
-        net.save_weights(tmp)
-    write_json(ckpt / f"{stem}.json", {"fingerprint": fingerprint, "record": record})  # written last: marks the cell done
-
-
-def _weights_loader(model: keras.Model, ckpt: Path, stem: str) -> Any:
-    def load() -> list[np.ndarray]:
-        net = copy_model(model)
-        net.load_weights(ckpt / f"{stem}.weights.h5")
-        return net.get_weights()
-
-    return load
-
-
-def _grid_table(cells: list[dict[str, Any]], chosen: dict[str, Any], base_acc: float, max_drop: float,
-                lrs: Sequence[float], gammas: Sequence[float]) -> list[dict[str, Any]]:
-    """Rows like the paper's Table 2: one per noise level, one column per learning rate (held-out CA %)."""
-    by_key = {(c["learning_rate"], c["noise"]): c for c in cells}
-    rows = []
-    for g in gammas:
-        row: dict[str, Any] = {"γ": f"{g:.0%}"}
-        for a in lrs:
-            c = by_key[(a, g)]
-            text = f"{100 * c['holdout_acc']:.2f}"
-            if c["holdout_acc"] >= base_acc - max_drop - 1e-9:
-                text = f"**{text}**"
-            if c is chosen:
-                text += " ★"
-            row[f"α={a:g}"] = text
-        rows.append(row)
-    return rows
-
-
-def _grid_figure(cells: list[dict[str, Any]], chosen: dict[str, Any], base_acc: float,
-                 lrs: Sequence[float], gammas: Sequence[float]) -> Any:
-    from matplotlib.figure import Figure
-
-    panels = [("holdout_acc", "held-out clean accuracy")]
-    if cells and cells[0].get("asr") is not None:
-        panels.append(("asr", "attack success rate (evaluation data)"))
-    fig = Figure(figsize=(4.2 * len(panels) + 0.8, 3.6), layout="constrained")  # keeps each colorbar off the next panel
-    by_key = {(c["learning_rate"], c["noise"]): c for c in cells}
-    for k, (key, title) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), k + 1)
-        grid = np.array([[by_key[(a, g)][key] for a in lrs] for g in gammas], dtype=float)
-        im = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-        for r, g in enumerate(gammas):
-            for c, a in enumerate(lrs):
-                mark = "*" if by_key[(a, g)] is chosen else ""
-                ax.text(c, r, f"{100 * grid[r, c]:.1f}{mark}", ha="center", va="center", fontsize=7,
-                        color="black" if grid[r, c] > 0.6 else "white")  # readable on viridis' bright end
-        ax.set_xticks(range(len(lrs)), [f"{a:g}" for a in lrs])
-        ax.set_yticks(range(len(gammas)), [f"{g:.0%}" for g in gammas])
-        ax.set_xlabel("learning rate α")
-        ax.set_ylabel("noise level γ")
-        ax.set_title(title + (f" (baseline {100 * base_acc:.1f})" if key == "holdout_acc" else ""), fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    return fig
+        rows = nnoculation_grid_rows(cells, chosen, base_acc, self.max_drop, self.learning_rates, self.noise_fractions)
+        return DefenseResult(self.name, model=goodnet, details=details, rows=rows)

@@ -31,48 +31,13 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
-from kerasbd.defenses._stages import copy_model, stage_metrics, stage_row, subsample
 from kerasbd.defenses.base import Defense, RunContext
 from kerasbd.errors import ConfigError
 from kerasbd.io import Progress
-from kerasbd.results import DefenseResult
+from kerasbd.models.surgery import conv_layers, copy_model, find_layer, layer_output_model
+from kerasbd.reporting import DefenseResult
 
-__all__ = ["FinePruning", "ChannelMask", "conv_layers", "find_layer", "layer_output_model"]
-
-
-def conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """``Conv2D`` layers of ``model`` in topological order, looking inside nested models."""
-    found: list[keras.layers.Layer] = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            found += conv_layers(layer)
-        elif isinstance(layer, keras.layers.Conv2D):
-            found.append(layer)
-    return found
-
-
-def find_layer(model: keras.Model, name: str) -> keras.layers.Layer:
-    """The layer called ``name`` anywhere in ``model`` (nested models included), or a ConfigError listing names."""
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if layer.name == name:
-            return layer
-    names = [layer.name for layer in model._flatten_layers(include_self=False, recursive=True)]
-    raise ConfigError(f"the model has no layer named {name!r}; its layers are: {', '.join(names)}.")
-
-
-def _contains(model: keras.Model, layer: keras.layers.Layer) -> bool:
-    return any(inner is layer for inner in model._flatten_layers(include_self=False, recursive=True))
-
-
-def layer_output_model(model: keras.Model, layer: keras.layers.Layer) -> keras.Model:
-    """A model from ``model``'s inputs to ``layer``'s output, also when the layer sits in a nested model."""
-    for inner in model.layers:
-        if inner is layer:
-            return keras.Model(model.inputs, layer.output)
-        if isinstance(inner, keras.Model) and _contains(inner, layer):
-            entry = inner._inbound_nodes[-1].input_tensors  # the outer tensor(s) fed to the nested model
-            return keras.Model(model.inputs, layer_output_model(inner, layer)(entry[0] if len(entry) == 1 else entry))
-    raise ConfigError(f"layer {layer.name!r} is not part of the model {model.name!r}.")
+__all__ = ["FinePruning", "ChannelMask"]
 
 
 def _apply_mask(layer: keras.layers.Layer, kernel: np.ndarray, bias: np.ndarray | None, mask: np.ndarray) -> None:
@@ -214,7 +179,6 @@ class FinePruning(Defense):
         order = np.argsort(activations, kind="stable")  # least active first
         kernel = conv.kernel.numpy()
         bias = conv.bias.numpy() if conv.bias is not None else None
-        curve_data = subsample(ctx.eval_data, self.curve_eval_size, ctx.seed) if ctx.eval_data is not None and ctx.backdoors else None
 
         def accuracy() -> float:
             return float(np.mean(pruned.predict(x, batch_size=256, verbose=0).argmax(axis=1) == y))
@@ -222,7 +186,7 @@ class FinePruning(Defense):
         base_acc = accuracy()
         fixed = self._fixed_count(channels)
         last = fixed if fixed is not None else channels - 1
-        curve: list[dict[str, Any]] = []
+        accs: list[float] = []
         mask = np.ones(channels, np.float32)
         progress = Progress(last, "fine-pruning", ctx.verbose)
         n_pruned = 0
@@ -231,12 +195,10 @@ class FinePruning(Defense):
                 mask[order[k - 1]] = 0.0
                 _apply_mask(conv, kernel, bias, mask)
                 progress.update()
-            point: dict[str, Any] = {"pruned": k, "clean_acc": base_acc if k == 0 else accuracy()}
-            if curve_data is not None:
-                point["asr"] = stage_metrics(pruned, curve_data, ctx.backdoors).get("asr")
-            curve.append(point)
+            accs.append(base_acc if k == 0 else accuracy())
+            ctx.report.point("curve", pruned, subset=self.curve_eval_size, pruned=k, clean_acc=accs[-1])
             n_pruned = k
-            if fixed is None and base_acc - point["clean_acc"] >= self.max_drop:
+            if fixed is None and base_acc - accs[-1] >= self.max_drop:
                 break
         progress.close()
 
@@ -257,39 +219,10 @@ class FinePruning(Defense):
             "pruned_channels": pruned_set,
             "rule": "fixed count" if fixed is not None else f"first step with accuracy drop >= {self.max_drop}",
             "validation_acc_before": base_acc,
-            "validation_acc_pruned": curve[-1]["clean_acc"],
+            "validation_acc_pruned": accs[-1],
             "validation_acc_fine_tuned": float(np.mean(tuned.predict(x, batch_size=256, verbose=0).argmax(axis=1) == y)),
-            "curve": curve,
         }
-        rows = []
-        if ctx.eval_data is not None:
-            rows = [
-                stage_row("no defense", model, ctx.eval_data, ctx.backdoors),
-                stage_row("fine-pruning", pruned, ctx.eval_data, ctx.backdoors),
-                stage_row("fine-pruning (fine-tuned)", tuned, ctx.eval_data, ctx.backdoors),
-            ]
-        return DefenseResult(
-            self.name,
-            model=tuned,
-            details=details,
-            rows=rows,
-            arrays={"mean_activation": activations, "mask": mask},
-            figures={"pruning_curve": _curve_figure(curve, base_acc, self.max_drop, conv.name)},
-        )
-
-
-def _curve_figure(curve: list[dict[str, Any]], base_acc: float, max_drop: float, layer: str) -> Any:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.5, 3.5))
-    ax = fig.add_subplot()
-    k = [p["pruned"] for p in curve]
-    ax.plot(k, [p["clean_acc"] for p in curve], marker=".", label="clean accuracy (validation)")
-    if curve and curve[0].get("asr") is not None:
-        ax.plot(k, [p["asr"] for p in curve], marker=".", label="attack success rate")
-    ax.axhline(base_acc - max_drop, color="grey", linestyle="--", linewidth=1, label=f"accuracy − {max_drop:g}")
-    ax.set_xlabel(f"pruned channels of {layer}")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8)
-    ax.set_title("Fine-pruning: pruning in increasing order of activation", fontsize=9)
-    return fig
+        ctx.report.stage("no defense", model)
+        ctx.report.stage("fine-pruning", pruned)
+        ctx.report.stage("fine-pruning (fine-tuned)", tuned)
+        return DefenseResult(self.name, model=tuned, details=details, arrays={"mean_activation": activations, "mask": mask})

@@ -23,7 +23,7 @@ import numpy as np
 
 from kerasbd.defenses.base import Defense, RunContext
 from kerasbd.errors import ConfigError
-from kerasbd.results import DefenseResult
+from kerasbd.reporting import DefenseResult
 
 __all__ = ["PurificationDefense", "ShrinkPadDefense", "FlipDefense", "GYMInference"]
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kerasbd.defenses.base import InputDetector
-from kerasbd.defenses.detectors import SoftmaxPredictor
+from kerasbd.defenses.detection.common import SoftmaxPredictor
 from kerasbd.errors import ConfigError
 
 __all__ = ["FeatureSqueezing", "SQUEEZER_SETS", "make_squeezer"]

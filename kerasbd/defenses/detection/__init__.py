@@ -1,0 +1,1 @@
+"""Input detectors: flag triggered inputs at inference time, and what they share (batched softmax, serving)."""

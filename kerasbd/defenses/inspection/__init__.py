@@ -1,0 +1,1 @@
+"""Model inspectors: is this model backdoored, and towards which label? (No trigger needed.)"""

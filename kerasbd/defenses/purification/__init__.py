@@ -1,0 +1,1 @@
+"""Input purification: defenses that wrap the model with an inference-time input transform."""

@@ -1,0 +1,1 @@
+"""Model-repair defenses: each returns a repaired copy of the suspicious model."""

@@ -1,0 +1,105 @@
+"""Layers that image-to-image generators need and core Keras lacks under these names.
+
+- :func:`instance_norm` — instance normalisation as Keras' own ``GroupNormalization`` with one group per channel
+  (tensorflow-addons' ``InstanceNormalization`` is end-of-life and not used).
+- :class:`ReflectionPadding2D` — pads height and width by mirroring the image, CycleGAN's and pix2pix' padding
+  in front of every convolution, so borders carry no zero-padding artefacts.
+
+Both work on channels-last (N, H, W, C) batches, the repo's canonical layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+from keras import ops
+
+from kerasbd.errors import ConfigError
+
+__all__ = ["ReflectionPadding2D", "instance_norm"]
+
+Padding = tuple[tuple[int, int], tuple[int, int]]
+
+
+def instance_norm(name: str | None = None, **kw: Any) -> keras.layers.GroupNormalization:
+    """Instance normalisation: each sample's channels normalised over height and width separately.
+
+    ``GroupNormalization(groups=-1, epsilon=1e-5)``: one group per channel is instance norm, and ``1e-5`` is
+    PyTorch's ``InstanceNorm2d`` epsilon. The learned per-channel scale and offset stay on (as in tensorflow-addons'
+    layer); pass ``center=False, scale=False`` for PyTorch's default, affine-free version. Other keyword arguments
+    go to ``GroupNormalization``.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(3.0, 2.0, (2, 8, 8, 3)).astype("float32")
+        >>> y = np.asarray(instance_norm()(x))
+        >>> bool(np.allclose(y.mean(axis=(1, 2)), 0, atol=1e-4)), bool(np.allclose(y.std(axis=(1, 2)), 1, atol=1e-3))
+        (True, True)
+    """
+    if "groups" in kw:
+        raise ConfigError("instance_norm always uses one group per channel; use keras.layers.GroupNormalization for other groupings.")
+    return keras.layers.GroupNormalization(groups=-1, **{"epsilon": 1e-5, **kw}, name=name)
+
+
+def _normalize_padding(padding: int | Sequence[int] | Sequence[Sequence[int]]) -> Padding:
+    """``((top, bottom), (left, right))`` from an int, ``(rows, cols)`` or the explicit pairs (lists from JSON too)."""
+    if isinstance(padding, int):
+        pairs: list[Any] = [(padding, padding), (padding, padding)]
+    elif len(padding) == 2 and all(isinstance(p, int) for p in padding):
+        pairs = [(padding[0], padding[0]), (padding[1], padding[1])]
+    elif len(padding) == 2 and all(isinstance(p, Sequence) and len(p) == 2 for p in padding):
+        pairs = list(padding)
+    else:
+        raise ConfigError(f"padding must be an int, (rows, cols) or ((top, bottom), (left, right)); got {padding!r}.")
+    (top, bottom), (left, right) = ((int(a), int(b)) for a, b in pairs)
+    if min(top, bottom, left, right) < 0:
+        raise ConfigError(f"padding must not be negative, got {padding!r}.")
+    return (top, bottom), (left, right)
+
+
+@keras.saving.register_keras_serializable(package="kerasbd")
+class ReflectionPadding2D(keras.layers.Layer):
+    """Pad height and width of a channels-last batch by reflection (the edge pixel is not repeated).
+
+    Same as ``np.pad(x, ..., mode="reflect")``; every padding amount must be smaller than the dimension it pads.
+
+    Args:
+        padding: an int (all four sides), ``(rows, cols)`` (symmetric), or ``((top, bottom), (left, right))``,
+            as for ``keras.layers.ZeroPadding2D``.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.arange(3, dtype="float32").reshape(1, 1, 3, 1)
+        >>> np.asarray(ReflectionPadding2D((0, 2))(x))[0, 0, :, 0].tolist()
+        [2.0, 1.0, 0.0, 1.0, 2.0, 1.0, 0.0]
+    """
+
+    def __init__(self, padding: int | Sequence[int] | Sequence[Sequence[int]] = (1, 1), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.padding = _normalize_padding(padding)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        for size, (before, after), axis in zip(input_shape[1:3], self.padding, ("height", "width"), strict=True):
+            if size is not None and max(before, after) >= size:
+                raise ConfigError(
+                    f"reflection padding of {max(before, after)} needs a {axis} above it, got {size}; pad less or pad in several layers."
+                )
+
+    def call(self, inputs: Any) -> Any:
+        return ops.pad(inputs, ((0, 0), *self.padding, (0, 0)), mode="reflect")
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        (top, bottom), (left, right) = self.padding
+        height, width = input_shape[1], input_shape[2]
+        return (
+            input_shape[0],
+            None if height is None else height + top + bottom,
+            None if width is None else width + left + right,
+            input_shape[3],
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "padding": self.padding}

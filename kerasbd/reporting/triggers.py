@@ -1,0 +1,59 @@
+"""How close a reversed trigger came to the true one — reporting only, when the true trigger is known.
+
+For every true backdoor and each of its target labels that was inspected, the reversed trigger's mask ``m``
+(its per-pixel opacity) is compared with the true trigger's footprint ``f`` (its opacity map,
+:meth:`kerasbd.attacks.Trigger.mask`): ``mask_on_trigger = Σ m·f / Σ m`` is the share of the reversed mask that
+lies on the true trigger, ``trigger_covered = Σ m·f / Σ f`` the share of the true trigger it covers. The
+ASR of the reversed trigger on the defender's clean images is the inspector's own ``reversed_asr``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kerasbd.errors import TriggerError
+
+__all__ = ["trigger_match"]
+
+
+def _targets(backdoor: Any, labels: list[int]) -> list[int]:
+    label = getattr(backdoor.target, "label", None)
+    return [int(label)] if label is not None else list(labels)  # all-to-all: every label is some input's target
+
+
+def trigger_match(result: Any, backdoors: list[Any], x: np.ndarray) -> list[dict[str, Any]]:
+    """Rows comparing each inspected target label's reversed trigger with the true trigger(s).
+
+    Example:
+        >>> from kerasbd.attacks import AllToOne, Backdoor, MaskedPattern, Patch
+        >>> from kerasbd.reporting import InspectionResult
+        >>> m = np.zeros((4, 4), np.float32); m[2:, 2:] = 1
+        >>> r = InspectionResult("demo", labels=[0, 1, 2], flagged=[1],
+        ...                      triggers={1: Backdoor(MaskedPattern(m, np.ones((4, 4, 1))), AllToOne(1))})
+        >>> rows = trigger_match(r, [Backdoor(Patch(2, "bottom-right"), 1)], np.zeros((1, 4, 4, 1), np.float32))
+        >>> rows[0]["mask_on_trigger"], rows[0]["trigger_covered"], rows[0]["target_flagged"]
+        (1.0, 1.0, True)
+    """
+    shape = x.shape[1:]
+    rows: list[dict[str, Any]] = []
+    for bd in backdoors:
+        try:
+            footprint = np.asarray(bd.trigger.mask(shape), np.float64)
+        except TriggerError:  # e.g. a trigger at a random position has no fixed footprint
+            footprint = None
+        for label in _targets(bd, result.labels):
+            if label not in result.triggers:
+                continue
+            row: dict[str, Any] = {"backdoor": bd.name, "label": label, "target_flagged": label in result.flagged}
+            mask = np.asarray(result.triggers[label].trigger.mask(shape), np.float64)
+            reversed_l1 = float(mask.sum())
+            row["reversed_l1"] = reversed_l1
+            if footprint is not None:
+                overlap, true_l1 = float((mask * footprint).sum()), float(footprint.sum())
+                row.update(true_l1=true_l1,
+                           mask_on_trigger=round(overlap / reversed_l1, 4) if reversed_l1 > 0 else None,
+                           trigger_covered=round(overlap / true_l1, 4) if true_l1 > 0 else None)
+            rows.append(row)
+    return rows
