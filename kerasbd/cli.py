@@ -195,13 +195,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup(args: argparse.Namespace, registry: dict[str, Any], kind: str) -> tuple[Any, list[Any], Any]:
+    """The configured method, the trigger's backdoors and the model — options and ``--out`` checked first."""
+    method = _configure(registry, kind, args.method, args.set)
+    _check_out(args.out)
+    backdoors, spec = _load_trigger(args.trigger)
+    return method, backdoors, _load_model(args, spec)
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from kerasbd.defenses import INSPECTORS
 
-    inspector = _configure(INSPECTORS, "inspector", args.method, args.set)
-    _check_out(args.out)
-    backdoors, spec = _load_trigger(args.trigger)
-    clf = _load_model(args, spec)
+    inspector, backdoors, clf = _setup(args, INSPECTORS, "inspector")
     x, y = _load_data(args.clean)
     result = inspector.inspect(clf, (x, y), seed=args.seed, strategy=args.strategy, checkpoint_dir=args.checkpoint_dir,
                                restart=args.restart, verbose=args.verbose, backdoors=backdoors)
@@ -215,10 +220,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_defend(args: argparse.Namespace) -> int:
     from kerasbd.defenses import DEFENSES
 
-    defense = _configure(DEFENSES, "defense", args.method, args.set)
-    _check_out(args.out)
-    backdoors, spec = _load_trigger(args.trigger)
-    clf = _load_model(args, spec)
+    defense, backdoors, clf = _setup(args, DEFENSES, "defense")
     clean = _load_data(args.clean)
     eval_data = _load_data(args.test) if args.test else None
     if eval_data is None and args.holdout:
@@ -231,6 +233,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
     result = defense.run(clf, clean, eval_data=eval_data, backdoors=backdoors, seed=args.seed, strategy=args.strategy,
                          checkpoint_dir=args.checkpoint_dir, restart=args.restart, verbose=args.verbose)
     print(result.to_markdown())
+    print(result.verdict())
     if args.out:
         out = result.save(args.out)
         print(f"wrote {out}/")

@@ -133,9 +133,24 @@ class DefenseResult:
             "seed": self.seed,
         }
 
+    def verdict(self) -> str:
+        """One line: what the run found and changed, and the measured effect when evaluation data were given.
+
+        Example:
+            >>> DefenseResult("demo", details={"note": "pruned 3 channels"}, metrics_before={"clean_acc": 0.99, "asr": 1.0},
+            ...               metrics_after={"clean_acc": 0.97, "asr": 0.02}).verdict()
+            'demo: pruned 3 channels; ASR 1.000 → 0.020, clean accuracy 0.990 → 0.970'
+        """
+        found = self.details.get("note") or ("returned a defended model" if self.model is not None else "done")
+        b, a = self.metrics_before, self.metrics_after
+        effect = [f"{label} {b[key]:.3f} → {a[key]:.3f}" for key, label in (("asr", "ASR"), ("clean_acc", "clean accuracy"))
+                  if b.get(key) is not None and a.get(key) is not None]
+        return f"{self.method}: {found}" + (f"; {', '.join(effect)}" if effect else "")
+
     def to_markdown(self) -> str:
-        """Readable report: the before/after summary, then the method's own table if it has one."""
-        parts = [f"### {self.method} (seed {self.seed}, {self.seconds:.1f} s)", "", markdown_table([self.summary_row()])]
+        """Readable report: the verdict, the before/after summary, then the method's own table if it has one."""
+        parts = [f"### {self.method} (seed {self.seed}, {self.seconds:.1f} s)", "", f"**Verdict:** {self.verdict()}", "",
+                 markdown_table([self.summary_row()])]
         if self.rows:
             parts += ["", markdown_table(self.rows)]
         return "\n".join(parts) + "\n"

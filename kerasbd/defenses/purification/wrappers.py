@@ -43,7 +43,9 @@ class PurificationDefense(Defense):
         from kerasbd.transforms import with_preprocessing
 
         transform = self.transform(tuple(int(s) for s in model.input_shape[1:]))
-        return DefenseResult(self.name, model=with_preprocessing(model, transform, seed=ctx.seed), details={"transform": transform.get_config()})
+        details = {"note": f"wrapped the model with {type(transform).__name__} input preprocessing (weights unchanged)",
+                   "transform": transform.get_config()}
+        return DefenseResult(self.name, model=with_preprocessing(model, transform, seed=ctx.seed), details=details)
 
 
 class ShrinkPadDefense(PurificationDefense):

@@ -213,6 +213,8 @@ class FinePruning(Defense):
             )
         pruned_set = [int(c) for c in order[:n_pruned]]
         details = {
+            "note": f"pruned {n_pruned} of {channels} channels of {conv.name} ({'fixed count' if fixed is not None else 'accuracy rule'}), "
+                    f"then fine-tuned {self.fine_tune_epochs} epoch(s)",
             "layer": conv.name,
             "channels": channels,
             "n_pruned": n_pruned,

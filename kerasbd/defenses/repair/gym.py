@@ -147,6 +147,8 @@ class GYM(Defense):
             ctx.report.stage("fine-tuning + inference (I)", with_preprocessing(tuned, intensive, seed=ctx.seed))
             ctx.report.stage("fine-tuning + inference (L)", defended)
         details = {
+            "note": f"fine-tuned {self.rounds * self.epochs_per_round} epoch(s) through {type(intensive).__name__} preprocessing; "
+                    f"the returned model serves behind {type(lightweight).__name__} preprocessing",
             "epochs": self.rounds * self.epochs_per_round,
             "fine_tuning_accuracy": [float(a) for a in history.history.get("accuracy", [])],
             "intensive": serialize(intensive),

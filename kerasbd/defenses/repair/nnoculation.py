@@ -194,6 +194,9 @@ class NNoculationPre(Defense):
         goodnet = copy_model(model)
         goodnet.set_weights(best[1])
         details = {
+            "note": f"retrained with noise γ={chosen['noise']:g} at α={chosen['learning_rate']:g} "
+                    + ("(the paper's pick within the tolerated accuracy drop)" if within else
+                       f"(no cell within the {self.max_drop:g} accuracy drop: the most accurate cell)"),
             "selected": {"learning_rate": chosen["learning_rate"], "noise": chosen["noise"]},
             "within_threshold": within,
             "baseline_holdout_acc": base_acc,
