@@ -341,6 +341,12 @@ def test_zip_hdf5_polyglot_named_h5_is_refused(tmp_path, marker):
     assert_refused(hostile, ModelFileError, "polyglot.h5 is both a zip archive and an HDF5 file", marker)
 
 
+def test_damaged_zip_named_h5_is_described_in_the_users_terms(tmp_path, marker):
+    damaged = tmp_path / "model.h5"
+    damaged.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+    assert_refused(damaged, ModelFileError, re.escape("starts like a zip archive (the .keras format) but cannot be read as one"), marker)
+
+
 def test_format_comes_from_the_content_not_the_name(tmp_path, monkeypatch):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     saved = tmp_path / "model.keras"

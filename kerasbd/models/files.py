@@ -117,7 +117,8 @@ def open_archive(handle: BinaryIO, source: str) -> Iterator[zipfile.ZipFile]:
         with zipfile.ZipFile(handle) as archive:
             yield archive
     except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
-        raise ModelFileError(f"{source} is a damaged zip archive ({exc}); the .keras file is truncated or corrupt.") from None
+        raise ModelFileError(f"{source} starts like a zip archive (the .keras format) but cannot be read as one ({exc}): "
+                             "it is a truncated or corrupt .keras file, and not an HDF5 .h5 model, whatever its name.") from None
 
 
 def read_member(archive: zipfile.ZipFile, name: str, limit: int, *, source: str, hint: str) -> bytes:

@@ -3,8 +3,10 @@
 For every true backdoor and each of its target labels that was inspected, the reversed trigger's mask ``m``
 (its per-pixel opacity) is compared with the true trigger's footprint ``f`` (its opacity map,
 :meth:`kerasbd.attacks.Trigger.mask`): ``mask_on_trigger = Σ m·f / Σ m`` is the share of the reversed mask that
-lies on the true trigger, ``trigger_covered = Σ m·f / Σ f`` the share of the true trigger it covers. The
-ASR of the reversed trigger on the defender's clean images is the inspector's own ``reversed_asr``.
+lies on the true trigger, ``trigger_covered = Σ m·f / Σ f`` the share of the true trigger it covers, and
+``centroid_distance`` the distance in pixels between the two maps' centres of mass (a reversed trigger one pixel
+beside a sparse true pattern overlaps it nowhere but sits close). The ASR of the reversed trigger on the
+defender's clean images is the inspector's own ``reversed_asr``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ import numpy as np
 from kerasbd.errors import TriggerError
 
 __all__ = ["trigger_match"]
+
+
+def _centroid(weights: np.ndarray) -> np.ndarray:
+    rows, cols = np.indices(weights.shape)
+    return np.array([(rows * weights).sum(), (cols * weights).sum()]) / weights.sum()
 
 
 def _targets(backdoor: Any, labels: list[int]) -> list[int]:
@@ -33,8 +40,8 @@ def trigger_match(result: Any, backdoors: list[Any], x: np.ndarray) -> list[dict
         >>> r = InspectionResult("demo", labels=[0, 1, 2], flagged=[1],
         ...                      triggers={1: Backdoor(MaskedPattern(m, np.ones((4, 4, 1))), AllToOne(1))})
         >>> rows = trigger_match(r, [Backdoor(Patch(2, "bottom-right"), 1)], np.zeros((1, 4, 4, 1), np.float32))
-        >>> rows[0]["mask_on_trigger"], rows[0]["trigger_covered"], rows[0]["target_flagged"]
-        (1.0, 1.0, True)
+        >>> rows[0]["mask_on_trigger"], rows[0]["trigger_covered"], rows[0]["centroid_distance"], rows[0]["target_flagged"]
+        (1.0, 1.0, 0.0, True)
     """
     shape = x.shape[1:]
     rows: list[dict[str, Any]] = []
@@ -47,13 +54,15 @@ def trigger_match(result: Any, backdoors: list[Any], x: np.ndarray) -> list[dict
             if label not in result.triggers:
                 continue
             row: dict[str, Any] = {"backdoor": bd.name, "label": label, "target_flagged": label in result.flagged}
-            mask = np.asarray(result.triggers[label].trigger.mask(shape), np.float64)
+            mask = np.clip(np.asarray(result.triggers[label].trigger.mask(shape), np.float64), 0.0, 1.0)
             reversed_l1 = float(mask.sum())
             row["reversed_l1"] = reversed_l1
             if footprint is not None:
                 overlap, true_l1 = float((mask * footprint).sum()), float(footprint.sum())
                 row.update(true_l1=true_l1,
                            mask_on_trigger=round(overlap / reversed_l1, 4) if reversed_l1 > 0 else None,
-                           trigger_covered=round(overlap / true_l1, 4) if true_l1 > 0 else None)
+                           trigger_covered=round(overlap / true_l1, 4) if true_l1 > 0 else None,
+                           centroid_distance=round(float(np.linalg.norm(_centroid(mask) - _centroid(footprint))), 2)
+                           if reversed_l1 > 0 and true_l1 > 0 else None)
             rows.append(row)
     return rows
