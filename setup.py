@@ -24,6 +24,8 @@ setup(
         "h5py>=3.10",
         "scikit-learn>=1.4",
         "matplotlib>=3.8",
+        # progress bars with a time-left estimate (kerasbd.io.Progress); maintained, no dependencies of its own
+        "tqdm>=4.66",
     ],
     extras_require={
         "test": ["pytest>=8", "albumentations>=2.0", "ruff==0.17.6", "mypy==2.4.1"],

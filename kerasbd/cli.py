@@ -13,15 +13,14 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from kerasbd.errors import ConfigError, KerasBDError  # noqa: E402
+from kerasbd.errors import ConfigError, KerasBDError
 
 __all__ = ["main", "build_parser"]
 
@@ -44,11 +43,24 @@ def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _configure(registry: dict[str, Any], kind: str, name: str, sets: Sequence[str]) -> Any:
-    """The registered method ``name`` with the ``--set`` values applied (nested ones as ``a__b``)."""
+def _method_class(registry: dict[str, Any], kind: str, name: str, sets: Sequence[str], preset: str = "auto") -> tuple[Any, dict[str, Any]]:
+    """The registered class ``name`` and its ``--set`` values, both checked (names, preset) before any work."""
     if name not in registry:
         raise ConfigError(f"unknown {kind} {name!r}; choose one of {', '.join(sorted(registry))}.")
-    return registry[name]().with_params(**_parse_sets(sets))
+    cls, params = registry[name], _parse_sets(sets)
+    if preset not in cls.preset_names():
+        raise ConfigError(f"--preset {preset!r} is not a preset of {name}; choose one of {', '.join(cls.preset_names())}.")
+    cls().with_params(**params)  # refuses unknown or invalid --set values now, not after loading the model
+    return cls, params
+
+
+def _configured(cls: Any, preset: str, params: dict[str, Any], images: np.ndarray, verbose: int) -> Any:
+    """The method with ``--preset`` (``auto``: chosen by the clean images) and the ``--set`` values on top;
+    the settings are printed before the run starts."""
+    method = cls.preset(preset, images, **params)
+    if verbose:
+        print(f"settings: {cls.name} {method.preset_.describe()}" + (f"; --set {', '.join(f'{k}={v}' for k, v in params.items())}" if params else ""))
+    return method
 
 
 def _check_out(path: str | None, given: str | None = None) -> None:
@@ -91,6 +103,35 @@ def _load_model(args: argparse.Namespace, input_spec: Any = None) -> Any:
             raise ConfigError(f"--model {args.model} changed while it was being loaded; refusing it.")
         clf = again
     return clf
+
+
+def _check_input_range(args: argparse.Namespace, clf: Any, x: np.ndarray, y: np.ndarray, option: str) -> None:
+    """Stop when the model's declared input range gives near-chance accuracy on labelled data and the other range
+    does not: a raw 0-255 model fed 0-1 pixels (or the reverse) otherwise runs on silently at ~10 %."""
+    from kerasbd.models import as_logits_model
+
+    spec = getattr(clf, "input_spec", None)
+    if spec is None or args.model.startswith("zoo:"):  # zoo entries record their range
+        return
+    idx = np.random.default_rng(0).permutation(len(x))[:500]
+
+    def accuracy(model: Any) -> float:
+        return float(np.mean(as_logits_model(model).predict(x[idx], batch_size=256, verbose=0).argmax(1) == y[idx]))
+
+    n_classes = int(as_logits_model(clf).output_shape[-1])
+    acc = accuracy(clf)
+    if acc >= min(0.5, 3.0 / n_classes):
+        return
+    other = "0-255" if spec.range == "0-1" else "0-1"
+    acc_other = accuracy(_load_model(argparse.Namespace(**{**vars(args), "input_range": other})))
+    if acc_other < 0.5 or acc_other < 2 * acc:
+        return
+    message = (f"--model {args.model} classifies {acc:.1%} of {option} correctly with inputs in {spec.range} but {acc_other:.1%} "
+               f"in {other}: the model expects {other} pixels; pass --input-range {other}")
+    if args.input_range:
+        print(f"warning: {message} (you gave --input-range {args.input_range}; going on as asked)", file=sys.stderr)
+        return
+    raise ConfigError(message + ".")
 
 
 def _load_trigger(path: str | None) -> tuple[list[Any], Any]:
@@ -186,42 +227,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     backdoors, spec = _load_trigger(args.trigger)
     clf = _load_model(args, spec)
     x, y = _load_data(args.data)
-    metrics = evaluate_backdoor(clf, x, y, backdoors, asr_mode=args.asr_mode, batch_size=args.batch_size)
+    _check_input_range(args, clf, x, y, "--data")
+    metrics = evaluate_backdoor(clf, x, y, backdoors, asr_mode=args.asr_mode, batch_size=args.batch_size, seed=args.seed)
     row = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     table = markdown_table([row])
     if metrics.get("per_trigger"):
         table += "\n\n" + markdown_table([{"trigger": k, **v} for k, v in metrics["per_trigger"].items()])
-    _emit(target, {"model": args.model, "data": args.data, "trigger": args.trigger, "metrics": metrics}, table)
+    _emit(target, {"model": args.model, "data": args.data, "trigger": args.trigger, "seed": args.seed, "metrics": metrics}, table)
     return 0
 
 
-def _setup(args: argparse.Namespace, registry: dict[str, Any], kind: str) -> tuple[Any, list[Any], Any]:
-    """The configured method, the trigger's backdoors and the model — options and ``--out`` checked first."""
-    method = _configure(registry, kind, args.method, args.set)
+def _setup(args: argparse.Namespace, registry: dict[str, Any], kind: str) -> tuple[Any, list[Any], Any, tuple[np.ndarray, np.ndarray]]:
+    """The configured method, the trigger's backdoors, the model and the clean data — options and ``--out`` checked
+    first, the input range checked on the clean data, the settings printed."""
+    cls, params = _method_class(registry, kind, args.method, args.set, args.preset)
     _check_out(args.out)
     backdoors, spec = _load_trigger(args.trigger)
-    return method, backdoors, _load_model(args, spec)
+    clf = _load_model(args, spec)
+    clean = _load_data(args.clean)
+    _check_input_range(args, clf, *clean, "--clean")
+    return _configured(cls, args.preset, params, clean[0], args.verbose), backdoors, clf, clean
+
+
+def _report(result: Any, out: str | None) -> None:
+    print(result.to_markdown())
+    print(result.verdict())
+    if out:
+        print(f"wrote {result.save(out)}/")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from kerasbd.defenses import INSPECTORS
 
-    inspector, backdoors, clf = _setup(args, INSPECTORS, "inspector")
-    x, y = _load_data(args.clean)
-    result = inspector.inspect(clf, (x, y), seed=args.seed, strategy=args.strategy, checkpoint_dir=args.checkpoint_dir,
+    inspector, backdoors, clf, clean = _setup(args, INSPECTORS, "inspector")
+    result = inspector.inspect(clf, clean, seed=args.seed, strategy=args.strategy, checkpoint_dir=args.checkpoint_dir,
                                restart=args.restart, verbose=args.verbose, backdoors=backdoors)
-    print(result.to_markdown())
-    print(result.verdict())
-    if args.out:
-        print(f"wrote {result.save(args.out)}/")
+    _report(result, args.out)
     return 0
 
 
 def cmd_defend(args: argparse.Namespace) -> int:
     from kerasbd.defenses import DEFENSES
 
-    defense, backdoors, clf = _setup(args, DEFENSES, "defense")
-    clean = _load_data(args.clean)
+    defense, backdoors, clf, clean = _setup(args, DEFENSES, "defense")
     eval_data = _load_data(args.test) if args.test else None
     if eval_data is None and args.holdout:
         from kerasbd.data import split_defender
@@ -232,12 +280,34 @@ def cmd_defend(args: argparse.Namespace) -> int:
         clean, eval_data = split_defender(*clean, val_fraction=1.0 - args.holdout, seed=args.seed)
     result = defense.run(clf, clean, eval_data=eval_data, backdoors=backdoors, seed=args.seed, strategy=args.strategy,
                          checkpoint_dir=args.checkpoint_dir, restart=args.restart, verbose=args.verbose)
-    print(result.to_markdown())
-    print(result.verdict())
-    if args.out:
-        out = result.save(args.out)
-        print(f"wrote {out}/")
+    _report(result, args.out)
     return 0
+
+
+def _ground_truth(args: argparse.Namespace, inputs: tuple[np.ndarray, np.ndarray], backdoors: list[Any]) -> tuple[Any, ...]:
+    """Which screened inputs are triggered, and how that is known: (x, y, triggered flags or None, how)."""
+    from kerasbd.data import load_npz_array
+
+    x, y = inputs
+    flags = load_npz_array(args.inputs, "triggered")
+    if flags is not None:
+        if flags.shape != (len(x),) or flags.dtype.kind not in "bui":
+            raise ConfigError(f"--inputs {args.inputs}: its 'triggered' array must hold one true/false flag per image "
+                              f"({len(x)}), got shape {flags.shape} of {flags.dtype}.")
+        if args.triggered:
+            raise ConfigError("--inputs already marks its triggered images (a 'triggered' array); drop --triggered.")
+        return x, y, flags.astype(bool), "the 'triggered' array of --inputs"
+    if args.triggered:
+        tx, ty = _load_data(args.triggered)
+        return (np.concatenate([x, tx]), np.concatenate([y, ty]), np.r_[np.zeros(len(x), bool), np.ones(len(tx), bool)],
+                "--inputs clean, --triggered triggered")
+    if backdoors:
+        eligible = backdoors[0].target.eligible(y)
+        stamped = backdoors[0].trigger.apply(x[eligible], rng=args.seed)
+        return (np.concatenate([x, stamped]), np.concatenate([y, y[eligible]]),
+                np.r_[np.zeros(len(x), bool), np.ones(len(stamped), bool)],
+                f"--inputs taken as clean; --trigger stamped on copies of the {int(eligible.sum())} whose label is not the target")
+    return x, y, None, "unknown (give a 'triggered' array in --inputs, --triggered, or --trigger)"
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -245,33 +315,36 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from kerasbd.metrics import roc_auc, tpr_at_fpr
     from kerasbd.reporting import markdown_table
 
-    detector = _configure(DETECTORS, "detector", args.method, args.set)
+    cls, params = _method_class(DETECTORS, "detector", args.method, args.set, args.preset)
     target = _json_target(args.out)
     backdoors, spec = _load_trigger(args.trigger)
     clf = _load_model(args, spec)
     clean_x, _ = _load_data(args.clean)
-    inputs_x, _ = _load_data(args.inputs)
+    detector = _configured(cls, args.preset, params, clean_x, args.verbose)
+    x, y, truth, how = _ground_truth(args, _load_data(args.inputs), backdoors)
     detector.fit(clf, clean_x, fpr=args.fpr, seed=args.seed)
-    scores = detector.score(inputs_x)
+    scores = detector.score(x)
     flags = scores > detector.threshold_
-    summary: dict[str, Any] = {
-        "detector": args.method,
-        "threshold": detector.threshold_,
-        "fpr_target": args.fpr,
-        "n_inputs": int(len(scores)),
-        "flagged": int(flags.sum()),
-        "flagged_fraction": float(flags.mean()),
-    }
-    if backdoors:
-        triggered = backdoors[0].trigger.apply(inputs_x, rng=args.seed)
-        t_scores = detector.score(triggered)
-        summary.update(
-            tpr=float(np.mean(t_scores > detector.threshold_)),
-            fpr=float(np.mean(scores > detector.threshold_)),
-            auc=roc_auc(scores, t_scores),
-            tpr_at_fpr5=tpr_at_fpr(scores, t_scores, 0.05),
-        )
-    _emit(target, {"summary": summary, "scores": scores, "flags": flags}, markdown_table([summary]))
+    summary: dict[str, Any] = {"detector": args.method, "threshold": detector.threshold_, "fpr_target": args.fpr,
+                               "n_screened": int(len(scores)), "flagged": int(flags.sum()), "flagged_fraction": float(flags.mean())}
+    if truth is not None and truth.any() and not truth.all():
+        summary.update(n_clean=int((~truth).sum()), n_triggered=int(truth.sum()), fpr=float(flags[~truth].mean()), tpr=float(flags[truth].mean()))
+        if backdoors and "--inputs taken as clean" not in how:  # TPR also over the inputs ASR counts (label ≠ target)
+            eligible = truth & backdoors[0].target.eligible(y)
+            summary["tpr_eligible"] = float(flags[eligible].mean()) if eligible.any() else None
+        summary.update(auc=roc_auc(scores[~truth], scores[truth]), tpr_at_fpr5=tpr_at_fpr(scores[~truth], scores[truth], 0.05))
+        if "--inputs taken as clean" in how and summary["fpr"] > max(3 * args.fpr, args.fpr + 0.05):
+            print(f"warning: {summary['fpr']:.1%} of --inputs, taken as clean, are flagged at a {args.fpr:.0%} false-positive "
+                  "threshold: they may already hold triggered images; mark them with a 'triggered' array in the .npz", file=sys.stderr)
+    elif truth is not None:
+        how += f" (all {'triggered' if truth.all() else 'clean'}: no rates)"
+    table = markdown_table([summary]) + f"\n\nground truth: {how}"
+    verdict = f"{args.method}: flagged {summary['flagged']} of {summary['n_screened']} inputs"
+    if "tpr" in summary:
+        verdict += (f" (TPR {summary['tpr']:.3f} on the {summary['n_triggered']} triggered, "
+                    f"FPR {summary['fpr']:.3f} on the {summary['n_clean']} clean)")
+    _emit(target, {"summary": summary, "ground_truth": how, "verdict": verdict, "settings": detector.settings_,
+                   "preset": detector.preset_.to_dict(), "scores": scores, "flags": flags, "triggered": truth}, table + "\n" + verdict)
     return 0
 
 
@@ -282,7 +355,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-range", choices=["0-1", "0-255"], help="the model's own pixel range (default: from trigger spec, zoo, else 0-1)")
     p.add_argument("--trust", action="store_true", help="allow Lambda layers / custom classes (executes code from the file!)")
     p.add_argument("--trigger", help="trigger/target spec JSON (schema in README); for inspect: only to report how close "
-                                     "the reversed trigger came to it")
+                                     "the reversed trigger came to it; for detect without marked inputs: stamped on copies "
+                                     "of --inputs, which are then taken as clean")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -292,9 +366,25 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see `{self.prog} --help`).")
 
 
-def _run_args(p: argparse.ArgumentParser) -> None:
+def _verbosity_args(p: argparse.ArgumentParser) -> None:
+    """``-v N`` / ``-q`` accepted after the subcommand too (SUPPRESS keeps the value given before it)."""
+    p.add_argument("-v", "--verbose", type=int, default=argparse.SUPPRESS, metavar="N",
+                   help="0 quiet, 1 progress bars (default), 2 also one line per training epoch and TensorFlow's start-up log")
+    p.add_argument("-q", "--quiet", dest="verbose", action="store_const", const=0, default=argparse.SUPPRESS, help="same as --verbose 0")
+
+
+def _method_args(p: argparse.ArgumentParser, registry: dict[str, Any]) -> None:
+    """``--preset`` and ``--set``: the settings of an inspector, defense or detector."""
+    names = sorted({name for cls in registry.values() for name in cls.preset_names()})
+    p.add_argument("--preset", default="auto", metavar="NAME",
+                   help=f"named settings ({', '.join(names)}; which exist depends on the method); 'auto' (default) chooses "
+                        "by the clean data's image size and number, 'original' = the paper's constants")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="method parameter (repeatable); nested ones as a__b, e.g. inspector__inversion__steps=300")
+                   help="method parameter on top of the preset (repeatable); values are JSON when they parse (lists, objects, "
+                        "numbers); nested ones as a__b, e.g. inspector__inversion__steps=300 or intensive__median_ksize=3")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", default=None, help="tf.distribute strategy: auto, default, mirrored, multi-worker")
     p.add_argument("--checkpoint-dir", default=None, help="keep finished work here; a rerun with the same settings resumes")
@@ -305,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     from kerasbd.defenses import DEFENSES, DETECTORS, INSPECTORS
 
     parser = _Parser(prog="kerasbd", description="Find and remove backdoors in Keras image classifiers.")
-    parser.add_argument("--verbose", type=int, default=1)
+    parser.add_argument("-v", "--verbose", type=int, default=1, metavar="N", help="0 quiet, 1 progress bars (default), 2 more")
+    parser.add_argument("-q", "--quiet", dest="verbose", action="store_const", const=0, help="same as --verbose 0")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="train a BadNet on the embedded digits data, attack it, defend it")
@@ -313,12 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--defenses", default="all", help="comma-separated defense names, 'all' or 'none'")
     p.add_argument("--out", default="runs/demo", help="output folder (JSON, markdown, plots)")
     p.add_argument("--quick", action="store_true", help="smaller budgets for a fast smoke run")
+    _verbosity_args(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("zoo", help="the manifest of real published BadNets")
     p.add_argument("action", choices=["list", "info", "verify"])
     p.add_argument("name", nargs="?")
     p.add_argument("--role", help="filter list by role (backdoored, clean, defended, auxiliary, data)")
+    _verbosity_args(p)
     p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("evaluate", help="clean accuracy, ASR, robust accuracy of a model under a trigger")
@@ -326,15 +419,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="labelled data: .h5 (CSAW/NC), .npz, per-class .npy folder, image folder, 'digits'")
     p.add_argument("--asr-mode", choices=["all", "correct"], default="all", help="'correct': DHBE's ASR over correctly classified inputs")
     p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--seed", type=int, default=0, help="seeds random triggers (e.g. blended noise, random positions)")
     p.add_argument("--out", help="JSON file or folder")
+    _verbosity_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("inspect", help="is the model backdoored, and towards which label? (no trigger needed)")
     p.add_argument("method", choices=sorted(INSPECTORS), help="inspector")
     _model_args(p)
     p.add_argument("--clean", required=True, help="the defender's clean data (labels used when present)")
+    _method_args(p, INSPECTORS)
     _run_args(p)
     p.add_argument("--out", help="output folder (result.json, result.md, plots, reversed_triggers.json)")
+    _verbosity_args(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("defend", help="repair or wrap a model with a defense")
@@ -343,32 +440,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean", required=True, help="the defender's clean data")
     p.add_argument("--test", help="held-out labelled data for before/after metrics")
     p.add_argument("--holdout", type=_fraction, default=0.0, help="without --test: fraction of --clean held out for evaluation")
+    _method_args(p, DEFENSES)
     _run_args(p)
     p.add_argument("--out", help="output folder (result.json, result.md, plots, model.keras)")
+    _verbosity_args(p)
     p.set_defaults(func=cmd_defend)
 
     p = sub.add_parser("detect", help="flag triggered inputs at inference time")
     p.add_argument("method", choices=sorted(DETECTORS), help="input detector")
     _model_args(p)
     p.add_argument("--clean", required=True, help="clean inputs for calibration (labels ignored)")
-    p.add_argument("--inputs", required=True, help="inputs to screen")
+    p.add_argument("--inputs", required=True, help="labelled inputs to screen; an .npz may mark its triggered images with a "
+                                                   "boolean 'triggered' array (then TPR and FPR are measured on them)")
+    p.add_argument("--triggered", help="a second labelled set of known triggered inputs; --inputs are then the clean ones")
     p.add_argument("--fpr", type=_fraction, default=0.01, help="false-positive rate on clean data that sets the threshold")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="detector parameter (repeatable)")
+    _method_args(p, DETECTORS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="JSON file or folder")
+    _verbosity_args(p)
     p.set_defaults(func=cmd_detect)
     return parser
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    """Warnings as ``warning: <message>`` lines (no source line), like the errors."""
+    return f"warning: {message}\n"
+
+
+def _early_verbosity(argv: Sequence[str]) -> int:
+    """The verbosity asked for, read before the parser exists: building it imports TensorFlow (the registries)."""
+    level = 1
+    for i, arg in enumerate(argv):
+        if arg in ("-q", "--quiet"):
+            level = 0
+        elif arg in ("-v", "--verbose") and i + 1 < len(argv) and argv[i + 1].lstrip("-").isdigit():
+            level = int(argv[i + 1])
+        elif arg.startswith("--verbose="):
+            level = int(arg.partition("=")[2]) if arg.partition("=")[2].lstrip("-").isdigit() else level
+    return level
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from kerasbd._quiet import import_tensorflow_quietly
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    import_tensorflow_quietly(_early_verbosity(argv))
+    warnings.formatwarning = _one_line_warning
     try:
         args = build_parser().parse_args(argv)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")  # retracing notices from repeated predict calls are noise for CLI users
     try:
         return int(args.func(args) or 0)
     except KerasBDError as exc:

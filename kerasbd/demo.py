@@ -27,10 +27,9 @@ DEMO_TRIGGER_SPEC: dict[str, Any] = {
     "target": {"type": "all-to-one", "label": 0},
 }
 
-# The demo's defender holds ~360 clean 28×28 images, so two defaults are scaled: GYM uses its "mnist" preset
-# (see kerasbd.defenses.repair.gym.PRESETS) and NNoculation batches of 32 (batch 1283 would be one step per epoch).
-_SETTINGS: dict[str, dict[str, Any]] = {"nnoculation-pre": {"batch_size": 32}}
-# Smaller budgets for --quick (a smoke run of about a minute).
+# Smaller budgets for --quick (a smoke run of about a minute). Otherwise every defense runs with the CLI's
+# default, the "auto" preset: on the demo's ~360 clean 28×28 images GYM takes its "small-images" settings and
+# NNoculation batches of 32 (the original's ~18 steps per epoch).
 _QUICK: dict[str, dict[str, Any]] = {
     "gym": {"rounds": 10},
     "nnoculation-pre": {"learning_rates": [1.0, 3.0], "noise_fractions": [0.2, 0.4], "epochs": 3},
@@ -38,12 +37,11 @@ _QUICK: dict[str, dict[str, Any]] = {
 }
 
 
-def demo_defense(name: str, quick: bool = False) -> Any:
-    """The demo's configured instance of defense ``name``."""
-    from kerasbd.defenses import DEFENSES, GYM
+def demo_defense(name: str, images: np.ndarray, quick: bool = False) -> Any:
+    """The demo's instance of defense ``name``: the ``"auto"`` preset for the defender's clean ``images``."""
+    from kerasbd.defenses import DEFENSES
 
-    params = {**_SETTINGS.get(name, {}), **(_QUICK.get(name, {}) if quick else {})}
-    return GYM.preset("mnist", **params) if name == "gym" else DEFENSES[name]().with_params(**params)
+    return DEFENSES[name].preset("auto", images, **(_QUICK.get(name, {}) if quick else {}))
 
 
 @dataclasses.dataclass
@@ -124,7 +122,8 @@ def run_demo(seed: int = 0, defenses: str = "all", out: str | Path | None = "run
     results = {}
     for name in _selected(defenses, DEFENSES):
         say(f"running defense {name} ...")
-        result = demo_defense(name, quick).run(case.model, case.val, eval_data=case.test, backdoors=case.backdoors, seed=seed, verbose=verbose)
+        result = demo_defense(name, case.val[0], quick).run(case.model, case.val, eval_data=case.test, backdoors=case.backdoors,
+                                                            seed=seed, verbose=verbose)
         results[name] = result
         row = result.summary_row()
         rows.append({k: row[k] for k in ("defense", "clean_acc", "asr", "robust_acc", "der", "seconds")})

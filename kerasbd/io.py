@@ -12,12 +12,12 @@ import json
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 __all__ = ["atomic_path", "write_json", "write_text", "sha256_file", "to_jsonable", "Progress"]
 
@@ -92,37 +92,66 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 class Progress:
-    """Minimal progress line for long loops, written to stderr; silent when ``verbose`` is 0.
+    """A progress bar for long loops (a thin wrapper over ``tqdm``), written to stderr; silent when ``verbose`` is 0.
+
+    ``total`` is the amount of work, counted in units that each take about the same time, so tqdm's estimate
+    of the time left (from the recent rate) holds. ``initial`` is work already done, e.g. by an earlier session
+    a run resumed from: it counts towards the total but not towards the rate. When the total turns out
+    smaller than announced (a loop stops early), :meth:`set_total` lowers it; the time left reaches 0 only when
+    the count reaches the total. ``update(n, **info)`` adds ``n`` and shows ``info`` after the bar. Works as a
+    context manager (closed on exit).
 
     Example:
-        >>> p = Progress(3, "demo", verbose=0)
-        >>> for _ in range(3):
-        ...     p.update()
-        >>> p.close()
+        >>> import io
+        >>> out = io.StringIO()
+        >>> with Progress(3, "demo", stream=out) as p:
+        ...     for k in range(3):
+        ...         p.update(k=k)
+        >>> p.n, "3/3" in out.getvalue(), "k=2" in out.getvalue()
+        (3, True, True)
+        >>> with Progress(3, "demo", verbose=0) as quiet:
+        ...     quiet.update(3)
+        >>> quiet.n, quiet.seconds_left
+        (3, None)
     """
 
-    def __init__(self, total: int, desc: str, verbose: int = 1, stream: Any = None) -> None:
+    def __init__(self, total: int, desc: str, verbose: int = 1, stream: Any = None, *, initial: int = 0, unit: str = "it",
+                 mininterval: float = 0.5) -> None:
         self.total, self.desc, self.verbose = int(total), desc, verbose
-        self.stream = stream or sys.stderr
-        self.count = 0
-        self.start = time.perf_counter()
-        self._last = 0.0
+        self.n = int(initial)
+        self._bar = tqdm(total=self.total, desc=desc, initial=self.n, unit=unit, file=stream if stream is not None else sys.stderr,
+                         disable=not verbose, mininterval=mininterval, dynamic_ncols=True, leave=True)
 
     def update(self, n: int = 1, **info: Any) -> None:
-        self.count += n
-        if not self.verbose:
+        """Add ``n`` units of work done (0 to only refresh ``info``, shown as ``key=value`` after the bar)."""
+        self.n += n
+        if self._bar.disable:
             return
-        now = time.perf_counter()
-        if now - self._last < 0.5 and self.count < self.total:
-            return
-        self._last = now
-        elapsed = now - self.start
-        eta = elapsed / self.count * (self.total - self.count) if self.count else 0.0
-        extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
-        self.stream.write(f"\r{self.desc}: {self.count}/{self.total} [{elapsed:.0f}s<{eta:.0f}s] {extra}   ")
-        self.stream.flush()
+        if info:
+            self._bar.set_postfix(ordered_dict=info, refresh=False)
+        self._bar.update(n)
+
+    def set_total(self, total: int) -> None:
+        """Change the amount of work (e.g. lower it when part of the planned work is skipped)."""
+        self.total = int(total)
+        if not self._bar.disable:
+            self._bar.total = self.total  # shown at the next update (a refresh now would show a stale rate)
+
+    @property
+    def seconds_left(self) -> float | None:
+        """tqdm's estimate of the time left in seconds (None while unknown or when silent)."""
+        if self._bar.disable:
+            return None
+        d = self._bar.format_dict
+        rate = d["rate"] or ((d["n"] - d["initial"]) / d["elapsed"] if d["elapsed"] else None)
+        return (d["total"] - d["n"]) / rate if rate else None
 
     def close(self) -> None:
-        if self.verbose:
-            self.stream.write("\n")
-            self.stream.flush()
+        """End the bar (leaves its last state on its own line)."""
+        self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

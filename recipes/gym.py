@@ -4,7 +4,7 @@ For every model: baseline, inference with the intensive function only (I), fine-
 function + inference (I), and the complete defense, fine-tuning + inference with the lightweight function (L);
 ACC / ASR / TCP on the held-out split; the defender fine-tunes on its 1000 clean MNIST test images.
 
-``--preset mnist`` (default, ``GYM.preset("mnist")``) scales the original to 28×28 digits; ``--preset original``
+``--preset small-images`` (default, ``GYM.preset("small-images")``, the CLI's ``auto`` choice for images under 40 px) scales the original to 28×28 digits; ``--preset original``
 runs the original constants (5×5 medians, code variant, SAT ±16 %, Adadelta 0.03, 5 rounds × 1 epoch, batch 10)
 and writes ``results/gym_original.*``. The MNIST settings come from this search (seed 0, 1000 held-out images;
 FT+L = the defended model's clean ACC / ASR; csaw all-to-all BadNet, base 0.981 / 0.943):
@@ -37,7 +37,7 @@ dillonsd baseline (0.990 / —)       0.956            0.967            0.967   
 ruizegao backdoor 7 (0.955 / 1.000) 0.938 / 0.013    0.953 / 0.013    0.959 / 0.016    0.975 / 0.116
 ==================================  ===============  ===============  ===============  ===============
 
-Shift 0.05 in L (= the "mnist" preset) costs half the accuracy of 0.08 at the same or lower ASR; the ``no L``
+Shift 0.05 in L (= the "small-images" preset) costs half the accuracy of 0.08 at the same or lower ASR; the ``no L``
 column shows why L is needed at all (three BadNets keep much of their backdoor after fine-tuning alone).
 
 On ruizegao_mnist_backdoor_7 (base 0.968 / 1.000), 30 epochs: 0.923 / 0.018 with these pipelines (0.925 / 0.009
@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     from kerasbd.experiments import write_results
 
     extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument("--preset", choices=sorted(PRESETS), default="mnist")
+    extra.add_argument("--preset", choices=sorted(PRESETS), default="small-images")
     known, rest = extra.parse_known_args(argv if argv is not None else sys.argv[1:])
-    args = parse_args(__doc__.splitlines()[0] + " (extra: --preset mnist|original)", rest)
+    args = parse_args(__doc__.splitlines()[0] + " (extra: --preset small-images|original)", rest)
     preset = known.preset
 
     def make() -> GYM:
@@ -101,13 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     meta = {"recipe": "gym", "preset": preset, "seeds": args.seeds, "quick": args.quick, "n_eval": args.n_eval or "all held-out",
             "defense": make().get_config(), "paper": "GYM Table 2", "paper_rows": PAPER_TABLE2}
     deviations = ("" if preset == "original" else
-                  " Preset `mnist` departs from the original constants: 3×3 medians, the paper variant's 0.75-scale second median "
+                  " Preset `small-images` departs from the original constants: 3×3 medians, the paper variant's 0.75-scale second median "
                   "(not the 0.25 down/up-scale), third and lightweight medians at full resolution, SAT shift ±8 % (intensive) / ±5 % "
                   "(lightweight), Adam 1e-3, "
                   "batch 32, 50 epochs, transformed batches mixed with their clean copies; why: recipes/gym.py docstring.")
 
     def write(rows: list[dict[str, Any]], _records: list[dict[str, Any]]) -> Path:
-        return write_results("gym" if preset == "mnist" else f"gym_{preset}", rows, directory=args.out, meta=meta,
+        return write_results("gym" if preset == "small-images" else f"gym_{preset}", rows, directory=args.out, meta=meta,
                              columns=["model", "defense", "clean_acc_before", "asr_before", "clean_acc", "asr", "robust_acc", "tcp", "der", "seconds", "seed"],
                              notes="Rows per model: no defense, inference (I), GYM fine-tuning + inference (I), and `gym` = the complete "
                                    f"defense (fine-tuning + inference (L)); preset `{preset}`; held-out MNIST split (digits: its own split)."

@@ -174,16 +174,19 @@ def test_fine_pruning_errors(badnet):
 # --- GYM -----------------------------------------------------------------------------------------------------
 
 def test_gym_table2_rows_and_defended_model_round_trip(badnet, tmp_path):
-    from kerasbd.transforms import gym_intensive, gym_lightweight
+    from kerasbd.transforms import GYMIntensive, GYMLightweight
 
     # Adam instead of the original Adadelta(0.03), whose tiny first steps barely move a model in a test-sized run
     defense = GYM(rounds=3, batch_size=10, optimizer="adam", learning_rate=1e-3,
-                  intensive=gym_intensive(median_ksize=3), lightweight=gym_lightweight(median_ksize=3))
+                  intensive=GYMIntensive(median_ksize=3), lightweight=GYMLightweight(median_ksize=3))
     result = defense.run(badnet.model, badnet.val, eval_data=badnet.test, backdoors=badnet.backdoors, seed=0, verbose=0)
     stages = {r["stage"]: r for r in result.rows}
     assert list(stages) == ["baseline", "inference (I)", "fine-tuning + inference (I)", "fine-tuning + inference (L)"]
     assert all(r["tcp"] is not None and r["asr"] is not None for r in result.rows)
     assert stages["baseline"]["clean_acc"] == pytest.approx(result.metrics_before["clean_acc"])
+    # the defended model (random preprocessing) is measured once: summary and last stage row are the same figures
+    assert (stages["fine-tuning + inference (L)"]["clean_acc"], stages["fine-tuning + inference (L)"]["asr"]) == \
+        (result.metrics_after["clean_acc"], result.metrics_after["asr"])
     # fine-tuning through the intensive function teaches the model the distorted inputs
     assert stages["fine-tuning + inference (I)"]["clean_acc"] > stages["inference (I)"]["clean_acc"]
     json.dumps(result.to_dict())  # parameters (transforms included) are JSON-able
@@ -210,18 +213,38 @@ def test_gym_rejects_bad_config():
         GYM.preset("cifar")
 
 
-def test_gym_presets_keep_original_defaults_and_scale_mnist():
-    original, mnist = GYM.preset("original"), GYM.preset("mnist", rounds=2)
+def test_gym_presets_keep_original_defaults_and_scale_small_images():
+    original, small = GYM.preset("original"), GYM.preset("small-images", rounds=2)
     assert original.get_config() == GYM().get_config()
     assert (GYM().optimizer, GYM().learning_rate, GYM().rounds, GYM().batch_size, GYM().mix_clean) == ("adadelta", 0.03, 5, 10, False)
-    assert mnist.rounds == 2 and mnist.mix_clean and mnist.optimizer == "adam"
-    intensive, lightweight = mnist.pipelines()
+    assert small.rounds == 2 and small.mix_clean and small.optimizer == "adam"
+    intensive, lightweight = small.intensive, small.lightweight
     steps = [type(t).__name__ for t in intensive.transforms]
     assert "Downscale" not in steps  # the 0.25 nearest down/up-scale would leave 7x7 pixels of a digit
     assert all(getattr(t, "ksize", 3) == 3 for t in (*intensive.transforms, *lightweight.transforms))
     # SAT shift: ±8 % while fine-tuning, ±5 % at inference (recipes/gym.py docstring has the measurement)
     assert intensive.transforms[-1].shift_limit == pytest.approx(0.08)
     assert lightweight.transforms[-1].shift_limit == pytest.approx(0.05)
+
+
+def test_auto_presets_follow_the_data_and_scale_warnings_name_the_setting():
+    from kerasbd.defenses import NNoculationPre, NeuralCleanse
+    from kerasbd.defenses.base import ScaleWarning
+
+    digits, faces = np.zeros((1000, 28, 28, 1), np.float32), np.zeros((50, 55, 47, 3), np.float32)
+    assert GYM.preset("auto", digits).get_config() == GYM.preset("small-images").get_config()
+    assert GYM.preset("auto", faces).preset_.name == "original"
+    # NNoculation keeps the original's ~18 steps per epoch: 800 retraining images + 800 noisy copies → batch 89
+    assert NNoculationPre.preset("auto", digits).batch_size == 89
+    assert NNoculationPre.preset("auto", np.zeros((20000, 28, 28, 1), np.float32)).batch_size == 1283  # the original's
+    assert NeuralCleanse.preset("auto", digits).get_config() == NeuralCleanse().get_config()
+    assert "face" in GYM().scale_warnings(digits)[0] and GYM.preset("small-images").scale_warnings(digits) == []
+    assert "step(s) per epoch" in NNoculationPre().scale_warnings(digits)[0]
+    assert NNoculationPre.preset("auto", digits).scale_warnings(digits) == []
+    with pytest.raises(ConfigError, match="auto"):
+        GYM.preset("auto")  # needs the data
+    with pytest.warns(ScaleWarning, match="batch_size 1283"):
+        NNoculationPre()._settings(digits)
 
 
 def test_gym_mix_clean_trains_on_clean_copies(badnet, monkeypatch):

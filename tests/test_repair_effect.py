@@ -96,9 +96,9 @@ def _check_clean(defense, case: Case, *, max_drop: float) -> None:
 
 
 def _gym() -> GYM:
-    """The ``"mnist"`` preset (3×3 medians, SAT ±8 % / ±5 %, Adam 1e-3, batch 32, mixed clean copies) for 10
+    """The ``"small-images"`` preset (3×3 medians, SAT ±8 % / ±5 %, Adam 1e-3, batch 32, mixed clean copies) for 10
     rounds instead of 50."""
-    return GYM.preset("mnist", rounds=10)
+    return GYM.preset("small-images", rounds=10)
 
 
 def test_gym_removes_the_backdoor(case):

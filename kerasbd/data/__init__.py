@@ -20,6 +20,7 @@ from kerasbd.data.loaders import (
     load_nc_gtsrb_h5,
     load_npy_class_folder,
     load_npz,
+    load_npz_array,
     mnist_test_set,
 )
 from kerasbd.data.pipeline import as_tf_dataset
@@ -36,6 +37,7 @@ __all__ = [
     "load_nc_gtsrb_h5",
     "load_npy_class_folder",
     "load_npz",
+    "load_npz_array",
     "mnist_test_set",
     "split_defender",
 ]

@@ -39,6 +39,7 @@ __all__ = [
     "load_nc_gtsrb_h5",
     "load_h5",
     "load_npz",
+    "load_npz_array",
     "load_npy_class_folder",
     "load_image_folder",
     "load_digits",
@@ -183,6 +184,26 @@ def load_npz(path: str | os.PathLike, x_key: str | None = None, y_key: str | Non
             raise
         raise DataError(f"{p} is not a readable .npz archive (truncated, corrupt, or holds pickled objects): {exc}") from exc
     return check_dataset(_scaled(x, value_range, str(p)), y, name=p.name)
+
+
+def load_npz_array(path: str | os.PathLike, key: str) -> np.ndarray | None:
+    """The array ``key`` of an ``.npz`` archive, or None when the file is not an ``.npz`` or has no such key.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "d.npz")
+        >>> np.savez(p, x=np.zeros((2, 4, 4, 1)), y=np.array([0, 1]), triggered=np.array([False, True]))
+        >>> load_npz_array(p, "triggered").tolist(), load_npz_array(p, "flags")
+        ([False, True], None)
+    """
+    p = Path(path).expanduser()
+    if p.suffix.lower() != ".npz" or not p.is_file():
+        return None
+    try:
+        with np.load(p, allow_pickle=False) as archive:
+            return archive[key] if key in archive.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"{p} is not a readable .npz archive (truncated, corrupt, or holds pickled objects): {exc}") from exc
 
 
 def _load_npy(path: Path) -> np.ndarray:

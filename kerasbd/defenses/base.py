@@ -21,6 +21,7 @@ import abc
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
@@ -32,9 +33,98 @@ from kerasbd.metrics.detection import threshold_at_fpr
 from kerasbd.reporting import DefenseResult, InspectionResult
 from kerasbd.resume import ResumeStore, fingerprint, open_store
 
-__all__ = ["Defense", "InputDetector", "ModelInspector", "Reporter", "RunContext"]
+__all__ = ["Defense", "InputDetector", "Method", "ModelInspector", "Preset", "Reporter", "RunContext", "ScaleWarning"]
 
 Dataset = tuple[np.ndarray, np.ndarray]
+
+
+class ScaleWarning(UserWarning):
+    """A setting meant for another scale of data (face-size filters on 28×28 digits, a batch larger than the
+    clean set): the run goes on, the warning is printed and kept in the result."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Named settings of a method: ``params`` (``a__b`` names, as for ``with_params``) and why they were chosen."""
+
+    name: str
+    params: dict[str, Any]
+    reason: str
+
+    def describe(self) -> str:
+        """One line for the run's output: the preset, what it sets and why."""
+        changes = ", ".join(f"{k}={v}" for k, v in self.params.items()) or "the original constants"
+        return f"preset {self.name}: {changes} — {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params, "reason": self.reason}
+
+
+class Method(Configurable):
+    """What inspectors, defenses and detectors share: a name, presets, and checks of the settings' scale.
+
+    The constructor's defaults are the original paper's constants (the ``"original"`` preset). :data:`PRESETS`
+    holds further named settings; ``"auto"`` asks :meth:`_auto_preset` to choose by the defender's data (its image
+    size, its number of images), which is what the CLI does unless ``--preset`` says otherwise. Whatever the
+    settings, a run calls :meth:`scale_warnings` on the clean data and issues each as a :class:`ScaleWarning`.
+    """
+
+    name: ClassVar[str] = "method"
+    #: The preset an instance was made with (set by :meth:`preset`; absent on instances built directly).
+    preset_: Preset
+    #: Named settings besides the class defaults; "original" = the defaults themselves.
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"original": {}}
+
+    @classmethod
+    def preset_names(cls) -> list[str]:
+        """``"auto"`` and the named presets."""
+        return ["auto", *cls.PRESETS]
+
+    @classmethod
+    def resolve_preset(cls, name: str = "auto", images: np.ndarray | None = None) -> Preset:
+        """The :class:`Preset` called ``name``; ``"auto"`` needs the defender's clean ``images``."""
+        if name == "auto":
+            if images is None:
+                raise ConfigError(f"the 'auto' preset of {cls.name} chooses by the data: pass the clean images.")
+            return cls._auto_preset(np.asarray(images))
+        if name not in cls.PRESETS:
+            raise ConfigError(f"unknown {cls.name} preset {name!r}; choose one of {', '.join(cls.preset_names())}.")
+        reason = "the original constants" if name == "original" else f"the named preset {name!r}"
+        return Preset(name, dict(cls.PRESETS[name]), reason)
+
+    @classmethod
+    def _auto_preset(cls, images: np.ndarray) -> Preset:
+        """The settings for this data; by default the original constants (no rule depends on the data)."""
+        return Preset("original", {}, f"the original constants ({cls.name} has no setting that depends on the data)")
+
+    @classmethod
+    def preset(cls, name: str = "auto", images: np.ndarray | None = None, **overrides: Any) -> Self:
+        """An instance with the preset's settings and ``overrides`` (``a__b`` names) on top; ``preset_`` records it.
+
+        Example:
+            >>> from kerasbd.defenses import GYM
+            >>> GYM.preset("small-images", rounds=2).intensive.median_ksize
+            3
+            >>> import numpy as np
+            >>> GYM.preset("auto", np.zeros((10, 28, 28, 1), np.float32)).preset_.name
+            'small-images'
+        """
+        chosen = cls.resolve_preset(name, images)
+        method = cls().with_params(**{**chosen.params, **overrides})
+        method.preset_ = chosen
+        return method
+
+    def scale_warnings(self, images: np.ndarray) -> list[str]:
+        """Settings of this instance that are meant for another scale of data than ``images`` (default: none)."""
+        return []
+
+    def _settings(self, images: np.ndarray) -> dict[str, Any]:
+        """The preset and the scale warnings of a run (warnings issued as :class:`ScaleWarning`)."""
+        notes = self.scale_warnings(images)
+        for note in notes:
+            warnings.warn(note, ScaleWarning, stacklevel=3)
+        preset = getattr(self, "preset_", None)
+        return {"preset": preset.to_dict() if preset is not None else None, "warnings": notes}
 
 
 class Reporter:
@@ -52,6 +142,7 @@ class Reporter:
     def __init__(self, eval_data: Dataset | None = None, backdoors: Sequence[Any] = (), seed: int = 0) -> None:
         self._eval, self._backdoors, self._seed = eval_data, list(backdoors), seed
         self._subsets: dict[int | None, Dataset] = {}
+        self._measured: dict[tuple[int, int | None], tuple[Any, dict[str, Any]]] = {}  # the model kept: its id stays unique
         self.rows: list[dict[str, Any]] = []
         self.series: dict[str, list[dict[str, Any]]] = {}
 
@@ -60,19 +151,24 @@ class Reporter:
         """True when evaluation data are given (stage rows are measured)."""
         return self._eval is not None
 
-    def _measure(self, model: Any, size: int | None) -> dict[str, Any]:
+    def measure(self, model: Any, size: int | None = None) -> dict[str, Any]:
+        """Backdoor metrics of ``model`` on ``size`` evaluation images (None = all). Measured once per model and
+        size: a model behind stochastic preprocessing (GYM) then shows one figure in its stage row and summary."""
         from kerasbd.data.splits import subsample
         from kerasbd.metrics import evaluate_backdoor
 
         assert self._eval is not None
-        if size not in self._subsets:
-            self._subsets[size] = subsample(self._eval, size, self._seed)
-        return evaluate_backdoor(model, *self._subsets[size], backdoors=self._backdoors)
+        key = (id(model), size)
+        if key not in self._measured:
+            if size not in self._subsets:
+                self._subsets[size] = subsample(self._eval, size, self._seed)
+            self._measured[key] = (model, evaluate_backdoor(model, *self._subsets[size], backdoors=self._backdoors))
+        return self._measured[key][1]
 
     def stage(self, name: str, model: Any) -> None:
         """Measure ``model`` on the whole evaluation set as the table row ``name`` (no-op without evaluation data)."""
         if self._eval is not None:
-            m = self._measure(model, None)
+            m = self.measure(model)
             self.rows.append({"stage": name, **{k: m.get(k) for k in ("clean_acc", "asr", "robust_acc", "tcp")}})
 
     def point(self, series: str, model: Any, *, subset: int | None = None, metrics: Sequence[str] = ("asr",), **values: Any) -> None:
@@ -80,7 +176,7 @@ class Reporter:
         measured on ``subset`` evaluation images (a fixed random subset of the run's seed; None = all)."""
         point = dict(values)
         if self._eval is not None and self._backdoors:
-            m = self._measure(model, subset)
+            m = self.measure(model, subset)
             point.update({k: m.get(k) for k in metrics})
         self.series.setdefault(series, []).append(point)
 
@@ -123,7 +219,7 @@ def _context(method: Configurable, net: Any, clean: Dataset, *, seed: int, strat
     return RunContext(seed, np.random.default_rng(seed), strategy, verbose, store, report)
 
 
-class Defense(Configurable, abc.ABC):
+class Defense(Method, abc.ABC):
     """Base class of model-repair and model-wrapping defenses.
 
     Subclasses set ``name`` and implement :meth:`_run`, which receives the logits model, validated clean data
@@ -162,7 +258,6 @@ class Defense(Configurable, abc.ABC):
             restart: discard what ``checkpoint_dir`` holds instead of resuming.
             verbose: 0 silent, 1 progress lines.
         """
-        from kerasbd.metrics import evaluate_backdoor
         from kerasbd.reporting.figures import figures_for
         from kerasbd.validation import check_dataset
 
@@ -174,17 +269,19 @@ class Defense(Configurable, abc.ABC):
         backdoors = list(backdoors or [])
         report = Reporter(eval_data, backdoors, seed)
         start = time.perf_counter()
+        settings = self._settings(clean[0])
         ctx = _context(self, net, clean, seed=seed, strategy=strategy, verbose=verbose, checkpoint_dir=checkpoint_dir,
                        restart=restart, report=report)
         result = self._run(net, clean, ctx)
+        result.details.update(settings)
         result.seconds = time.perf_counter() - start
         result.seed, result.params = seed, self.get_config()
         result.rows = [*result.rows, *report.rows]
         result.details.update(report.series)
         if eval_data is not None:
-            result.metrics_before = evaluate_backdoor(net, *eval_data, backdoors=backdoors)
+            result.metrics_before = report.measure(net)
             if result.model is not None:
-                result.metrics_after = evaluate_backdoor(result.model, *eval_data, backdoors=backdoors)
+                result.metrics_after = report.measure(result.model)
         result.figures = figures_for(result)
         return result
 
@@ -193,7 +290,7 @@ class Defense(Configurable, abc.ABC):
         """Do the work; return a DefenseResult with ``model`` set."""
 
 
-class ModelInspector(Configurable, abc.ABC):
+class ModelInspector(Method, abc.ABC):
     """Base class of methods that decide whether a model is backdoored and towards which label(s).
 
     Subclasses set ``name`` and implement :meth:`_inspect`, returning an :class:`InspectionResult` with
@@ -230,9 +327,11 @@ class ModelInspector(Configurable, abc.ABC):
 
         net, clean = _prepare(model, clean)
         start = time.perf_counter()
+        settings = self._settings(clean[0])
         ctx = _context(self, net, clean, seed=seed, strategy=strategy, verbose=verbose, checkpoint_dir=checkpoint_dir,
                        restart=restart, report=Reporter())
         result = self._inspect(net, clean, ctx)
+        result.details.update(settings)
         result.seconds = time.perf_counter() - start
         result.seed, result.params = seed, self.get_config()
         if backdoors:
@@ -250,7 +349,7 @@ class ModelInspector(Configurable, abc.ABC):
         """Do the work; return an InspectionResult."""
 
 
-class InputDetector(Configurable, abc.ABC):
+class InputDetector(Method, abc.ABC):
     """Base class of detectors that flag triggered inputs at inference time.
 
     Subclasses implement :meth:`_fit` (calibration on clean inputs, may be a no-op) and :meth:`score`
@@ -267,6 +366,7 @@ class InputDetector(Configurable, abc.ABC):
         self.model_ = as_logits_model(model)
         self.seed_ = seed
         clean_x = check_images(clean_x, name="clean inputs", image_shape=self.model_.input_shape[1:])
+        self.settings_ = self._settings(clean_x)
         self._fit(clean_x, np.random.default_rng(seed))
         self.clean_scores_ = self.score(clean_x)
         self.fpr_ = fpr

@@ -32,7 +32,7 @@ from kerasbd.errors import ConfigError
 from kerasbd.io import atomic_path, to_jsonable, write_json, write_text
 from kerasbd.metrics.backdoor import der
 
-__all__ = ["DefenseResult", "InspectionResult", "markdown_table", "save_folder"]
+__all__ = ["DefenseResult", "InspectionResult", "markdown_table", "save_folder", "settings_lines"]
 
 
 def _fmt(v: Any) -> str:
@@ -58,6 +58,17 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def settings_lines(details: dict[str, Any]) -> list[str]:
+    """Markdown lines for the preset a run used and the scale warnings it raised (``Method._settings``)."""
+    lines = []
+    preset = details.get("preset")
+    if preset:
+        changes = ", ".join(f"`{k}={v}`" for k, v in preset["params"].items()) or "the class defaults"
+        lines.append(f"**Settings:** preset `{preset['name']}` ({changes}) — {preset['reason']}")
+    lines += [f"**Warning:** {w}" for w in details.get("warnings") or []]
+    return [line for item in lines for line in (item, "")]
 
 
 @dataclasses.dataclass
@@ -150,7 +161,7 @@ class DefenseResult:
     def to_markdown(self) -> str:
         """Readable report: the verdict, the before/after summary, then the method's own table if it has one."""
         parts = [f"### {self.method} (seed {self.seed}, {self.seconds:.1f} s)", "", f"**Verdict:** {self.verdict()}", "",
-                 markdown_table([self.summary_row()])]
+                 *settings_lines(self.details), markdown_table([self.summary_row()])]
         if self.rows:
             parts += ["", markdown_table(self.rows)]
         return "\n".join(parts) + "\n"
@@ -220,6 +231,8 @@ class InspectionResult:
         triggers: the reversed trigger of every inspected label as a :class:`kerasbd.attacks.Backdoor`
             (all-to-one towards that label), usable by ``evaluate_backdoor``, repair methods and the JSON schema.
         trigger_match: with the true trigger known (reporting only), how close each reversed trigger came to it.
+        facts: the figures behind the decision that the verdict line states besides the score (e.g. Neural
+            Cleanse's ``max_low_index`` and ``null_flag_rate``).
         params, seed, seconds: the configuration, seed and wall time of the run.
         details, arrays, figures: method-specific findings, arrays (saved as ``.npz``) and matplotlib figures.
 
@@ -239,6 +252,7 @@ class InspectionResult:
     rule: str = ""
     triggers: dict[int, Any] = dataclasses.field(default_factory=dict)
     trigger_match: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    facts: dict[str, float] = dataclasses.field(default_factory=dict)
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     seed: int | None = None
     seconds: float = 0.0
@@ -262,7 +276,8 @@ class InspectionResult:
         else:
             found = "no backdoor found"
         sign = ">" if self.backdoored else "≤"
-        return f"{self.method}: {found} (score {self.score:.3g} {sign} threshold {self.threshold:g}; {self.rule})"
+        facts = "".join(f"; {k} {v:.3g}" for k, v in self.facts.items())
+        return f"{self.method}: {found} (score {self.score:.3g} {sign} threshold {self.threshold:g}; {self.rule}{facts})"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (arrays and figures are referenced, triggers of the flagged labels embedded)."""
@@ -277,6 +292,7 @@ class InspectionResult:
                 "score": self.score,
                 "threshold": self.threshold,
                 "rule": self.rule,
+                "facts": self.facts,
                 "seed": self.seed,
                 "seconds": round(float(self.seconds), 3),
                 "params": self.params,
@@ -296,7 +312,7 @@ class InspectionResult:
     def to_markdown(self) -> str:
         """Readable report: the verdict, the per-label table, and the match with the true trigger if known."""
         parts = [f"### {self.method} (seed {self.seed}, {self.seconds:.1f} s)", "", f"**Verdict:** {self.verdict()}", "",
-                 markdown_table(self.statistics)]
+                 *settings_lines(self.details), markdown_table(self.statistics)]
         if self.trigger_match:
             parts += ["", "Reversed trigger vs the true trigger (reporting only):", "", markdown_table(self.trigger_match)]
         return "\n".join(parts) + "\n"

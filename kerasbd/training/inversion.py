@@ -301,7 +301,8 @@ class LabelBatchedInversion(Configurable):
             strategy: anything :func:`~kerasbd.training.get_strategy` accepts. Each update's clean mini-batch is
                 split across the replicas, their gradients summed and one update applied to the candidates, so
                 the result is the single-device one up to floating-point summation order.
-            verbose: 0 silent, 1 progress line.
+            verbose: 0 silent, 1 a progress bar on stderr counting label-steps (at most ``len(labels) × steps``;
+                a label that stops early takes its unrun steps off the total).
 
         Example:
             >>> import keras, numpy as np
@@ -334,8 +335,14 @@ class LabelBatchedInversion(Configurable):
             self._fill(state, np.arange(n_slots), cand, adam, sched, seed)
 
         started = time.perf_counter()
-        progress = Progress(len(labels), f"trigger inversion ({n_slots} label(s) per batch)", verbose=verbose)
-        progress.update(len(state.results))
+        # Counted in label-steps (one step of one label), the work that progresses evenly: every round moves
+        # each active label one step. At most steps per label; a label that stops early takes its unrun steps
+        # off the total, so the time left is 0 only when every label is done. Steps of a resumed run count.
+        active_now = np.flatnonzero(state.slot_label >= 0)
+        done_steps = sum(int(rec["steps"]) for rec in state.results.values())
+        progress = Progress(len(labels) * self.steps - (len(state.results) * self.steps - done_steps),
+                            f"trigger inversion ({n_slots} label(s) per batch)", verbose=verbose,
+                            initial=done_steps + int(state.slot_steps[active_now].sum()), unit="step")
         since_ckpt = 0
         while (active := np.flatnonzero(state.slot_label >= 0)).size:
             acc, reg = self._step(state, active, x, stream, step_fn, sched, strat)
@@ -345,12 +352,12 @@ class LabelBatchedInversion(Configurable):
                 state.store_best(active[improved], cand.values(active[improved]), acc[improved], reg[improved])
             state.last_acc[active], state.last_reg[active] = acc, reg
             finished = active[stop | (state.slot_steps[active] >= self.steps)]
+            cost = float(sched.cost[active].max())  # before refilled slots reset it
             if finished.size:
                 state.finish(finished, cand.values(finished))
-                progress.update(len(finished), done=len(state.results))
+                progress.set_total(progress.total - int((self.steps - state.slot_steps[finished]).sum()))  # early stops
                 self._fill(state, finished, cand, adam, sched, seed)
-            else:
-                progress.update(0, label_steps=int(state.slot_steps[active].max()), cost=float(sched.cost[active].max()))
+            progress.update(active.size, labels_done=f"{len(state.results)}/{len(labels)}", cost=cost)
             since_ckpt += 1
             if ckpt is not None and since_ckpt >= self.checkpoint_every:
                 ckpt.save(state, cand, adam, sched, time.perf_counter() - started)

@@ -5,7 +5,7 @@ Every :class:`Transform` is called as ``transform(batch, rng)`` (rng: None, an i
 ``kerasbd.training.fit_classifier(transform=...)``, into Keras via :class:`TransformLayer` /
 :func:`with_preprocessing`, and into ``tf.data`` via :func:`tf_map`.
 
-* GYM / DeepSweep: :func:`gym_intensive`, :func:`gym_lightweight` and their components.
+* GYM / DeepSweep: :class:`GYMIntensive`, :class:`GYMLightweight` and their components.
 * SAT: :class:`SAT`. Baselines: :class:`ShrinkPad`, :class:`Flip`.
 * Feature squeezing: :class:`BitDepth`, :class:`MedianSmoothing`, :class:`NonLocalMeans`.
 * NNoculation: :class:`NNoculationNoise`. STRIP: :func:`superimpose`, :func:`strip_superimpose`.
@@ -23,6 +23,8 @@ from kerasbd.transforms.baselines import Flip, ShrinkPad
 from kerasbd.transforms.gym import (
     Downscale,
     Gamma,
+    GYMIntensive,
+    GYMLightweight,
     MedianBlur,
     MultiplicativeNoise,
     Multiply,
@@ -58,6 +60,8 @@ __all__ = [
     "ScaledMedian",
     "RandomShrinkPad",
     "distortion_maps",
+    "GYMIntensive",
+    "GYMLightweight",
     "gym_intensive",
     "gym_lightweight",
     "SAT",

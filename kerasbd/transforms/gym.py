@@ -5,7 +5,7 @@ Components (constants of the original as defaults, every constant a parameter): 
 :class:`Gamma`, :class:`Multiply`, :class:`MedianBlur`, :class:`Downscale`, :class:`Resize`,
 :class:`ScaledMedian`, :class:`RandomShrinkPad`; SAT lives in :mod:`kerasbd.transforms.sat`.
 
-Pipelines: :func:`gym_intensive` (fine-tuning data) and :func:`gym_lightweight` (inference). Two descriptions
+Pipelines: :class:`GYMIntensive` (fine-tuning data) and :class:`GYMLightweight` (inference). Two descriptions
 of the intensive function disagree:
 
 * ``variant="code"`` (default) follows the DeepSweep notebook that produced the published numbers: OD ->
@@ -41,6 +41,8 @@ __all__ = [
     "Resize",
     "ScaledMedian",
     "RandomShrinkPad",
+    "GYMIntensive",
+    "GYMLightweight",
     "gym_intensive",
     "gym_lightweight",
     "distortion_maps",
@@ -315,80 +317,101 @@ def _variant(variant: str) -> dict:
     return _VARIANTS[variant]
 
 
-def gym_intensive(
-    *,
-    variant: str = "code",
-    distort_limit: float = 0.05,
-    gamma_compress: float = 0.6,
-    multiplier: float = 1.53,
-    gamma_extend: float = 2.6,
-    downscale: float | None = None,
-    second_scale: float | None = None,
-    resize_factor: float | None = None,
-    median_ksize: int = 5,
-    scalimit: float | None = None,
-    pad_value: float = 0.0,
-    sat_shift: float = 0.16,
-    sat_scale: float = 0.16,
-    sat_rotate: float = 4.0,
-) -> Compose:
-    """GYM's intensive preprocessing (fine-tuning data), as a :class:`Compose`.
+class GYMIntensive(Compose):
+    """GYM's intensive preprocessing (fine-tuning data): a :class:`Compose` configured by GYM's constants.
 
     ``variant`` picks the defaults of the arguments left as None (see the module docstring): ``"code"`` =
     DeepSweep's notebook (nearest 0.25 down/up-scale before the second median, 180/224 for the third, shrink
     scalimit 1.1), ``"paper"`` = the paper text (second median at 0.75, third at 0.8, shrink to [0.8, 1]).
+    Being configured by these constants (not by its list of steps), it is reachable from ``--set`` as
+    ``intensive__median_ksize=3``.
 
     Example:
         >>> import numpy as np
         >>> x = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
-        >>> gym_intensive()(x, rng=0).shape
+        >>> GYMIntensive()(x, rng=0).shape
         (4, 32, 32, 3)
+        >>> GYMIntensive(median_ksize=3).get_config()["median_ksize"]
+        3
     """
-    v = _variant(variant)
-    down, second = _pick(downscale, v["downscale"]), _pick(second_scale, v["second_scale"])
-    steps: list[Transform] = [
-        OpticalDistortion(distort_limit),
-        Gamma(gamma_compress),
-        MedianBlur(median_ksize),
-        Multiply(multiplier),
-        Gamma(gamma_extend),
-    ]
-    if second is not None:
-        steps.append(ScaledMedian(second, median_ksize))
-    else:
-        if down is not None:
-            steps.append(Downscale(down))
-        steps.append(MedianBlur(median_ksize))
-    steps += [
-        ScaledMedian(_pick(resize_factor, v["resize_factor"]), median_ksize),
-        RandomShrinkPad(_pick(scalimit, v["scalimit"]), pad_value),
-        SAT(sat_shift, sat_scale, sat_rotate),
-    ]
-    return Compose(steps)
+
+    def __init__(
+        self,
+        *,
+        variant: str = "code",
+        distort_limit: float = 0.05,
+        gamma_compress: float = 0.6,
+        multiplier: float = 1.53,
+        gamma_extend: float = 2.6,
+        downscale: float | None = None,
+        second_scale: float | None = None,
+        resize_factor: float | None = None,
+        median_ksize: int = 5,
+        scalimit: float | None = None,
+        pad_value: float = 0.0,
+        sat_shift: float = 0.16,
+        sat_scale: float = 0.16,
+        sat_rotate: float = 4.0,
+    ) -> None:
+        v = _variant(variant)
+        self.variant, self.distort_limit, self.gamma_compress = variant, distort_limit, gamma_compress
+        self.multiplier, self.gamma_extend, self.downscale, self.second_scale = multiplier, gamma_extend, downscale, second_scale
+        self.resize_factor, self.median_ksize, self.scalimit, self.pad_value = resize_factor, median_ksize, scalimit, pad_value
+        self.sat_shift, self.sat_scale, self.sat_rotate = sat_shift, sat_scale, sat_rotate
+        down, second = _pick(downscale, v["downscale"]), _pick(second_scale, v["second_scale"])
+        steps: list[Transform] = [
+            OpticalDistortion(distort_limit),
+            Gamma(gamma_compress),
+            MedianBlur(median_ksize),
+            Multiply(multiplier),
+            Gamma(gamma_extend),
+        ]
+        if second is not None:
+            steps.append(ScaledMedian(second, median_ksize))
+        else:
+            if down is not None:
+                steps.append(Downscale(down))
+            steps.append(MedianBlur(median_ksize))
+        steps += [
+            ScaledMedian(_pick(resize_factor, v["resize_factor"]), median_ksize),
+            RandomShrinkPad(_pick(scalimit, v["scalimit"]), pad_value),
+            SAT(sat_shift, sat_scale, sat_rotate),
+        ]
+        super().__init__(steps)
 
 
-def gym_lightweight(
-    *,
-    variant: str = "code",
-    median_ksize: int = 5,
-    resize_factor: float | None = None,
-    sat_shift: float = 0.16,
-    sat_scale: float = 0.16,
-    sat_rotate: float = 4.0,
-) -> Compose:
-    """GYM's lightweight preprocessing (inference): median 5 -> median 5 in a downscaled space -> fastSAT.
+class GYMLightweight(Compose):
+    """GYM's lightweight preprocessing (inference): median -> median in a downscaled space -> fastSAT.
 
     Example:
         >>> import numpy as np
         >>> x = np.random.default_rng(0).random((4, 55, 47, 3), dtype=np.float32)
-        >>> gym_lightweight()(x, rng=0).shape
+        >>> GYMLightweight()(x, rng=0).shape
         (4, 55, 47, 3)
     """
-    v = _variant(variant)
-    return Compose(
-        [
-            MedianBlur(median_ksize),
-            ScaledMedian(_pick(resize_factor, v["resize_factor"]), median_ksize),
-            SAT(sat_shift, sat_scale, sat_rotate),
-        ]
-    )
+
+    def __init__(
+        self,
+        *,
+        variant: str = "code",
+        median_ksize: int = 5,
+        resize_factor: float | None = None,
+        sat_shift: float = 0.16,
+        sat_scale: float = 0.16,
+        sat_rotate: float = 4.0,
+    ) -> None:
+        v = _variant(variant)
+        self.variant, self.median_ksize, self.resize_factor = variant, median_ksize, resize_factor
+        self.sat_shift, self.sat_scale, self.sat_rotate = sat_shift, sat_scale, sat_rotate
+        super().__init__(
+            [
+                MedianBlur(median_ksize),
+                ScaledMedian(_pick(resize_factor, v["resize_factor"]), median_ksize),
+                SAT(sat_shift, sat_scale, sat_rotate),
+            ]
+        )
+
+
+#: Function-style names of the two pipelines (the names the benchmarks and earlier code use).
+gym_intensive = GYMIntensive
+gym_lightweight = GYMLightweight

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from kerasbd.defenses.base import InputDetector
+from kerasbd.defenses.base import InputDetector, Preset
 from kerasbd.defenses.detection.common import SoftmaxPredictor
 from kerasbd.errors import ConfigError
 
@@ -89,6 +89,20 @@ class FeatureSqueezing(InputDetector):
         # Parse now so a bad name fails at construction, not after the model has been loaded.
         names = SQUEEZER_SETS[squeezers] if isinstance(squeezers, str) else squeezers
         self._transforms = [make_squeezer(s) if isinstance(s, str) else s for s in names]
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"original": {}, **{name: {"squeezers": name} for name in SQUEEZER_SETS}}
+
+    @classmethod
+    def _auto_preset(cls, images: np.ndarray) -> Preset:
+        """EvadeML-Zoo's set for the kind of images: grey digits, small colour images, large colour images."""
+        h, w, c = images.shape[1:]
+        name = "mnist" if c == 1 else "cifar" if min(h, w) <= 64 else "imagenet"
+        return Preset(name, {"squeezers": name}, f"{h}×{w}×{c} images: EvadeML-Zoo's {name} squeezers")
+
+    def scale_warnings(self, images: np.ndarray) -> list[str]:
+        if images.shape[-1] == 1 and self.squeezers in ("cifar", "imagenet"):
+            return [f"feature-squeezing: the {self.squeezers} squeezers are colour filters; the images are greyscale (use mnist)"]
+        return []
 
     def _fit(self, clean_x: np.ndarray, rng: np.random.Generator) -> None:
         self._predict = SoftmaxPredictor(self.model_, self.batch_size)

@@ -410,6 +410,7 @@ class NeuralCleanseInspector(ModelInspector):
             threshold=self.mad_threshold,
             rule=f"MAD anomaly index of the smallest reversed-mask L1 norm (consistency 1.4826) > {self.mad_threshold:g}",
             triggers=reversed_triggers(labels, masks, patterns),
+            facts={"max_low_index": max_low_index, "null_flag_rate": details["null_flag_rate"]},
             details=details,
             arrays={"labels": np.asarray(labels), "masks": masks, "patterns": patterns, "l1_norms": norms},
         )

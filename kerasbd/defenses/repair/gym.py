@@ -11,15 +11,19 @@ Defaults are those of the original notebook (YiZeng623/DeepSweep, ``Code_demo(Pu
 1 epoch, batch 10, Adadelta with learning rate 0.03, fresh preprocessing randomness every round (here: every
 batch of every epoch, seeded, through :func:`kerasbd.training.fit_classifier`'s ``transform``). One call with
 ``rounds × epochs_per_round`` epochs equals the original's repeated ``fit`` calls on one compiled model (the
-optimizer state carries over in both). The pipelines are :func:`kerasbd.transforms.gym_intensive` and
-:func:`kerasbd.transforms.gym_lightweight` (relative scale factors, so any image size works); pass your own,
-e.g. ``gym_intensive(median_ksize=3)`` for small images where a 5×5 median (sized for 224×224) erases detail.
+optimizer state carries over in both). The pipelines are :class:`kerasbd.transforms.GYMIntensive` and
+:class:`kerasbd.transforms.GYMLightweight` (relative scale factors, so any image size works), configured by
+their constants: ``GYM().with_params(intensive__median_ksize=3)`` (CLI: ``--set intensive__median_ksize=3``).
 
 With evaluation data, ``result.rows`` reproduces the columns of GYM's Table 2: baseline, inference (I),
 fine-tuning + inference (I), fine-tuning + inference (L), each with ACC, ASR and TCP.
 
-:meth:`GYM.preset` gives named settings: ``"original"`` (the class defaults) and ``"mnist"``, scaled to 28×28
-digits and a 1000-image defender set (see :data:`PRESETS` for each deviation and the measurement behind it).
+:meth:`GYM.preset` gives named settings: ``"original"`` (the class defaults) and ``"small-images"``, scaled to
+28×28 digits and a 1000-image defender set (see :data:`PRESETS` for each deviation and the measurement behind
+it); ``"auto"`` (the CLI's default) picks ``"small-images"`` for images under :data:`SMALL_IMAGE_SIDE` pixels.
+
+The defended model's lightweight preprocessing is random (SAT), so two evaluations of it differ by a few tenths
+of a point; the run measures it once, and its summary row and last stage row are that one measurement.
 """
 
 from __future__ import annotations
@@ -29,34 +33,42 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
-from kerasbd.defenses.base import Defense, RunContext
+from kerasbd.defenses.base import Defense, Preset, RunContext
 from kerasbd.errors import ConfigError
 from kerasbd.models.surgery import copy_model
 from kerasbd.reporting import DefenseResult
 from kerasbd.transforms.base import Transform
 
-__all__ = ["GYM", "PRESETS"]
+__all__ = ["GYM", "PRESETS", "SMALL_IMAGE_SIDE"]
 
 
-#: Named settings for :meth:`GYM.preset`; transforms are given as keyword arguments of
-#: ``gym_intensive`` / ``gym_lightweight``. ``"mnist"`` departs from the original (sized for 224×224 faces and a
-#: fine-tuning set of 1000-10000 images) where it measurably destroys 28×28 digits or leaves the model unadapted
-#: (the search and its figures are in recipes/gym.py's docstring): 3×3 medians (5×5 erase strokes); the paper
-#: variant's 0.75-scale second median instead of the code's 0.25 nearest down/up-scale (7×7 pixels left of a
-#: digit); third median and the lightweight median at full resolution (resize factor 1); SAT shift ±8 % (±2 px)
-#: instead of ±16 % (±4.5 px) in the intensive function and ±5 % in the lightweight one; Adam 1e-3, batch 32,
-#: 50 epochs, and each transformed batch mixed with its clean copy (Adadelta 0.03 for 500 steps barely moves the
-#: model).
+#: Images smaller than this (shorter side, pixels) get the ``"small-images"`` preset from ``"auto"``: GYM's
+#: constants are sized for 224×224 faces; MNIST (28), CIFAR-10 and GTSRB (32) fall below, 47×55 faces above.
+SMALL_IMAGE_SIDE = 40
+
+#: Named settings for :meth:`GYM.preset` (``a__b`` names reach the two pipelines' constants). ``"small-images"``
+#: departs from the original (sized for 224×224 faces and a fine-tuning set of 1000-10000 images) where it
+#: measurably destroys 28×28 digits or leaves the model unadapted (the search and its figures are in
+#: recipes/gym.py's docstring): 3×3 medians (5×5 erase strokes); the paper variant's 0.75-scale second median
+#: instead of the code's 0.25 nearest down/up-scale (7×7 pixels left of a digit); third median and the
+#: lightweight median at full resolution (resize factor 1); SAT shift ±8 % (±2 px) instead of ±16 % (±4.5 px) in
+#: the intensive function and ±5 % in the lightweight one; Adam 1e-3, batch 32, 50 epochs, and each transformed
+#: batch mixed with its clean copy (Adadelta 0.03 for 500 steps barely moves the model).
 PRESETS: dict[str, dict[str, Any]] = {
     "original": {},
-    "mnist": {
+    "small-images": {
         "rounds": 50,
         "batch_size": 32,
         "optimizer": "adam",
         "learning_rate": 1e-3,
         "mix_clean": True,
-        "intensive": {"variant": "paper", "median_ksize": 3, "resize_factor": 1.0, "sat_shift": 0.08},
-        "lightweight": {"median_ksize": 3, "resize_factor": 1.0, "sat_shift": 0.05},
+        "intensive__variant": "paper",
+        "intensive__median_ksize": 3,
+        "intensive__resize_factor": 1.0,
+        "intensive__sat_shift": 0.08,
+        "lightweight__median_ksize": 3,
+        "lightweight__resize_factor": 1.0,
+        "lightweight__sat_shift": 0.05,
     },
 }
 
@@ -68,8 +80,8 @@ class GYM(Defense):
         rounds: fine-tuning rounds (fresh preprocessing randomness each round).
         epochs_per_round: epochs per round.
         batch_size, optimizer, learning_rate: the fine-tuning (original: 10, Adadelta, 0.03).
-        intensive: the fine-tuning transform; None = ``kerasbd.transforms.gym_intensive()`` (the original's).
-        lightweight: the inference transform; None = ``kerasbd.transforms.gym_lightweight()`` (the original's).
+        intensive: the fine-tuning transform; None = :class:`kerasbd.transforms.GYMIntensive` (the original's).
+        lightweight: the inference transform; None = :class:`kerasbd.transforms.GYMLightweight` (the original's).
         mix_clean: train on each transformed batch together with its clean copy (original: False).
 
     ``result.model`` is ``with_preprocessing(fine_tuned, lightweight, seed=seed)``: canonical images in, logits
@@ -80,11 +92,12 @@ class GYM(Defense):
         ...                    backdoors=[backdoor])  # doctest: +SKIP
         >>> print(result.to_markdown())  # doctest: +SKIP
         >>> result.model.save("gym_defended.keras")  # doctest: +SKIP
-        >>> GYM.preset("mnist").optimizer
+        >>> GYM.preset("small-images").optimizer
         'adam'
     """
 
     name: ClassVar[str] = "gym"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 
     def __init__(
         self,
@@ -101,39 +114,42 @@ class GYM(Defense):
             raise ConfigError(f"rounds and epochs_per_round must be at least 1, got {rounds} and {epochs_per_round}.")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {batch_size}.")
+        from kerasbd.transforms import GYMIntensive, GYMLightweight
+
         for label, t in (("intensive", intensive), ("lightweight", lightweight)):
             if t is not None and not isinstance(t, Transform):
                 raise ConfigError(f"{label} must be a kerasbd transform (kerasbd.transforms.Transform) or None.")
         self.rounds, self.epochs_per_round = rounds, epochs_per_round
         self.batch_size, self.optimizer, self.learning_rate = batch_size, optimizer, learning_rate
-        self.intensive, self.lightweight, self.mix_clean = intensive, lightweight, bool(mix_clean)
+        self.intensive = intensive if intensive is not None else GYMIntensive()
+        self.lightweight = lightweight if lightweight is not None else GYMLightweight()
+        self.mix_clean = bool(mix_clean)
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> GYM:
-        """A GYM with the named settings of :data:`PRESETS` (``"original"`` or ``"mnist"``), ``overrides`` on top."""
-        from kerasbd.transforms import gym_intensive, gym_lightweight
+    def _auto_preset(cls, images: np.ndarray) -> Preset:
+        h, w = images.shape[1:3]
+        if min(h, w) < SMALL_IMAGE_SIDE:
+            return Preset("small-images", dict(PRESETS["small-images"]),
+                          f"{h}×{w} images (shorter side < {SMALL_IMAGE_SIDE} px): the original's 5×5 medians and ±16 % shifts "
+                          "are sized for 224×224 faces (original constants: --preset original)")
+        return Preset("original", {}, f"{h}×{w} images: the original constants")
 
-        if name not in PRESETS:
-            raise ConfigError(f"unknown GYM preset {name!r}; choose one of {sorted(PRESETS)}.")
-        config = dict(PRESETS[name])
-        for key, build in (("intensive", gym_intensive), ("lightweight", gym_lightweight)):
-            if key in config:
-                config[key] = build(**config[key])
-        return cls(**{**config, **overrides})
-
-    def pipelines(self) -> tuple[Any, Any]:
-        """The (intensive, lightweight) transforms this defense uses."""
-        from kerasbd.transforms import gym_intensive, gym_lightweight
-
-        intensive = self.intensive if self.intensive is not None else gym_intensive()
-        lightweight = self.lightweight if self.lightweight is not None else gym_lightweight()
-        return intensive, lightweight
+    def scale_warnings(self, images: np.ndarray) -> list[str]:
+        out = []
+        h, w = images.shape[1:3]
+        ksize = max(getattr(t, "median_ksize", 0) for t in (self.intensive, self.lightweight))
+        if min(h, w) < SMALL_IMAGE_SIDE and ksize >= 5:
+            out.append(f"gym: {ksize}×{ksize} medians (sized for 224×224 faces) on {h}×{w} images erase detail; "
+                       "--preset small-images uses 3×3")
+        if self.batch_size > len(images):
+            out.append(f"gym: batch_size {self.batch_size} is larger than the {len(images)} clean images (one step per epoch)")
+        return out
 
     def _run(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> DefenseResult:
         from kerasbd.training import fit_classifier
         from kerasbd.transforms import serialize, with_preprocessing
 
-        intensive, lightweight = self.pipelines()
+        intensive, lightweight = self.intensive, self.lightweight
         tuned = copy_model(model)
         history = fit_classifier(
             tuned, *clean, epochs=self.rounds * self.epochs_per_round, batch_size=self.batch_size,

@@ -7,7 +7,9 @@ learning rates α × noise levels γ. The patched network ("GoodNet") is picked 
 (iii) then the largest noise level.
 
 Mirrors the original (akshajkumarv/NNoculation, ``augment.py`` / ``pre_deploy.py``): noise levels 0.1-0.6,
-Adadelta(learning_rate=α), 10 epochs, batch 1283, the noisy copies drawn once and concatenated with the clean
+Adadelta(learning_rate=α), 10 epochs, batch 1283 (the class defaults; the ``"auto"`` preset, the CLI's default,
+scales the batch so an epoch has the original's ~18 steps on the defender's data: 89 for 1000 clean images),
+the noisy copies drawn once and concatenated with the clean
 images (``fresh_noise=True`` draws new noise every batch instead). The α grid follows the paper (§4.2.1 and
 Table 2): the BadNet's own learning rate α0 times 1, 3, 4, 5, 6 — with α0 = 1, Adadelta's rate in the original
 Keras 2 code (whose shipped candidates used α = 1, 3 and 5.25).
@@ -29,14 +31,18 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
-from kerasbd.defenses.base import Defense, RunContext
+from kerasbd.defenses.base import Defense, Preset, RunContext
 from kerasbd.errors import ConfigError
 from kerasbd.io import Progress
 from kerasbd.models.surgery import copy_model
 from kerasbd.reporting import DefenseResult
 from kerasbd.reporting.figures import nnoculation_grid_rows
 
-__all__ = ["NNoculationPre", "select_cell", "split_holdout"]
+__all__ = ["NNoculationPre", "ORIGINAL_STEPS_PER_EPOCH", "select_cell", "split_holdout"]
+
+#: Optimisation steps per epoch of the original retraining: ~23,000 images (clean + noisy copies of 9 images of
+#: each of 1283 identities) in batches of 1283. The ``"auto"`` preset keeps this number on the defender's data.
+ORIGINAL_STEPS_PER_EPOCH = 18
 
 
 def select_cell(cells: Sequence[dict[str, Any]], base_acc: float, max_drop: float) -> tuple[dict[str, Any], bool]:
@@ -141,6 +147,31 @@ class NNoculationPre(Defense):
         self.max_drop, self.holdout = max_drop, holdout
         self.noise = dict(noise or {})
         self.fresh_noise, self.report_size = fresh_noise, report_size
+
+    def _retrain_images(self, n_clean: int) -> int:
+        """Images one epoch sees: the retraining part of the clean data and a noisy copy of each."""
+        return 2 * (n_clean - max(1, int(round(self.holdout * n_clean))))
+
+    @classmethod
+    def _auto_preset(cls, images: np.ndarray) -> Preset:
+        default = cls()
+        n_epoch = default._retrain_images(len(images))
+        batch = int(min(default.batch_size, max(1, round(n_epoch / ORIGINAL_STEPS_PER_EPOCH))))
+        if batch == default.batch_size:
+            return Preset("original", {}, f"{len(images)} clean images: the original batch of {batch} gives "
+                                          f"~{ORIGINAL_STEPS_PER_EPOCH} steps per epoch as it is")
+        return Preset("auto", {"batch_size": batch},
+                      f"keeps the original's ~{ORIGINAL_STEPS_PER_EPOCH} steps per epoch on {n_epoch} images per epoch (the "
+                      f"retraining part of {len(images)} clean images and their noisy copies); the original batch of "
+                      f"{default.batch_size} would give {max(1, -(-n_epoch // default.batch_size))} (original constants: --preset original)")
+
+    def scale_warnings(self, images: np.ndarray) -> list[str]:
+        n_epoch = self._retrain_images(len(images))
+        steps = -(-n_epoch // self.batch_size)
+        if steps < ORIGINAL_STEPS_PER_EPOCH / 3:
+            return [f"nnoculation-pre: batch_size {self.batch_size} gives {steps} step(s) per epoch on {n_epoch} images per epoch "
+                    f"(the original took ~{ORIGINAL_STEPS_PER_EPOCH}); --preset auto scales the batch to the data"]
+        return []
 
     def _noise(self, fraction: float) -> Any:
         from kerasbd.transforms import NNoculationNoise

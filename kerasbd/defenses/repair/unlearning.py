@@ -104,13 +104,14 @@ class NeuralCleanse(Defense):
 
     def _run(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> DefenseResult:
         inspection = self.inspector.inspect_in(model, clean, ctx)
-        repaired, note = model, "no label flagged: the model is returned unchanged"
+        repaired, action = model, "no label flagged: the model is returned unchanged"
         if inspection.flagged and self.unlearn:
             repaired = self.unlearning.apply(model, clean, inspection, rng=ctx.rng, seed=ctx.seed, strategy=ctx.strategy)
-            note = f"unlearned the reversed trigger(s) of label(s) {inspection.flagged}"
+            action = f"unlearned the reversed trigger(s) of label(s) {inspection.flagged}"
         elif inspection.flagged:
-            note = "label(s) flagged; unlearning disabled (unlearn=False): the model is returned unchanged"
+            action = "label(s) flagged; unlearning disabled (unlearn=False): the model is returned unchanged"
         else:
-            note += ceiling_note(inspection.details)
+            action += ceiling_note(inspection.details)
+        note = f"{inspection.verdict().partition(': ')[2]}; {action}"
         details = {**inspection.details, "verdict": inspection.verdict(), "unlearned": repaired is not model, "note": note}
         return DefenseResult(self.name, model=repaired, details=details, rows=inspection.statistics, arrays=inspection.arrays)
