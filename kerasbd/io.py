@@ -140,7 +140,7 @@ class Progress:
     @property
     def seconds_left(self) -> float | None:
         """tqdm's estimate of the time left in seconds (None while unknown or when silent)."""
-        if self._bar.disable:
+        if not self.verbose:
             return None
         d = self._bar.format_dict
         rate = d["rate"] or ((d["n"] - d["initial"]) / d["elapsed"] if d["elapsed"] else None)

@@ -134,7 +134,8 @@ def fit_classifier(
         callbacks: Keras callbacks (e.g. :class:`kerasbd.callbacks.BackdoorMetrics`).
         seed: seeds shuffling, the transform and Keras' own randomness (dropout).
         strategy: anything :func:`get_strategy` accepts.
-        verbose: kerasbd verbosity: 0 silent, 1 one line per epoch, 2 Keras' per-batch progress bar.
+        verbose: kerasbd verbosity: 0 and 1 print nothing (1 is the command line's default, whose output is the
+            verdict), 2 one line per epoch, 3 or more Keras' per-batch progress bar.
 
     Returns:
         The Keras ``History``; ``model``'s weights hold the trained values.
@@ -157,7 +158,7 @@ def fit_classifier(
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-    keras_verbose = {0: 0, 1: 2}.get(verbose, 1)  # Keras: 2 = one line per epoch, 1 = progress bar
+    keras_verbose = 0 if verbose <= 1 else 2 if verbose == 2 else 1  # Keras: 2 = one line per epoch, 1 = progress bar
     history = net.fit(data, epochs=epochs, validation_data=validation_data, callbacks=list(callbacks), verbose=keras_verbose)
     if distributed:
         model.set_weights(net.get_weights())

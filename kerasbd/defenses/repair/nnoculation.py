@@ -198,11 +198,16 @@ class NNoculationPre(Defense):
         base_acc = _accuracy(model, *held)
         cells: list[dict[str, Any]] = []
         best: tuple[dict[str, Any], list[np.ndarray]] | None = None
-        progress = Progress(len(self.learning_rates) * len(self.noise_fractions), "nnoculation grid", ctx.verbose)
+        grid = [(lr, gamma) for lr in self.learning_rates for gamma in self.noise_fractions]
+        # cells an earlier session finished (their JSON record) count as done up front: the time left comes from cells trained now
+        store = ctx.store
+        resumed = sum(store.load_json(f"cell_lr{lr:g}_noise{gamma:g}") is not None for lr, gamma in grid) if store is not None else 0
+        progress = Progress(len(grid), "nnoculation grid", ctx.verbose, initial=resumed, unit="cell")
         for i, lr in enumerate(self.learning_rates):
             for j, gamma in enumerate(self.noise_fractions):
                 key = f"cell_lr{lr:g}_noise{gamma:g}"
                 record = ctx.store.load_json(key) if ctx.store is not None else None  # written last: marks the cell done
+                trained = record is None
                 if record is None:
                     cell_seed = int(np.random.SeedSequence([ctx.seed, i, j]).generate_state(1)[0] % (2**31 - 1))
                     net = self._train_cell(model, train, lr, gamma, cell_seed, ctx.strategy)
@@ -218,7 +223,7 @@ class NNoculationPre(Defense):
                 ctx.report.point("grid", net, subset=self.report_size, metrics=("clean_acc", "asr"), **record)
                 if best is None or select_cell([best[0], record], base_acc, self.max_drop)[0] is record:
                     best = (record, net.get_weights())
-                progress.update(lr=lr, noise=gamma, acc=record["holdout_acc"])
+                progress.update(int(trained), lr=lr, noise=gamma, acc=record["holdout_acc"])
         progress.close()
         assert best is not None
         chosen, within = select_cell(cells, base_acc, self.max_drop)
