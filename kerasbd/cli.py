@@ -285,7 +285,8 @@ def cmd_defend(args: argparse.Namespace) -> int:
 
 
 def _ground_truth(args: argparse.Namespace, inputs: tuple[np.ndarray, np.ndarray], backdoors: list[Any]) -> tuple[Any, ...]:
-    """Which screened inputs are triggered, and how that is known: (x, y, triggered flags or None, how)."""
+    """Which screened inputs are triggered, and how that is known: (x, y, triggered flags or None, how, stamped),
+    ``stamped`` when the triggered ones are copies of ``--inputs`` made here (all eligible by construction)."""
     from kerasbd.data import load_npz_array
 
     x, y = inputs
@@ -296,18 +297,18 @@ def _ground_truth(args: argparse.Namespace, inputs: tuple[np.ndarray, np.ndarray
                               f"({len(x)}), got shape {flags.shape} of {flags.dtype}.")
         if args.triggered:
             raise ConfigError("--inputs already marks its triggered images (a 'triggered' array); drop --triggered.")
-        return x, y, flags.astype(bool), "the 'triggered' array of --inputs"
+        return x, y, flags.astype(bool), "the 'triggered' array of --inputs", False
     if args.triggered:
         tx, ty = _load_data(args.triggered)
         return (np.concatenate([x, tx]), np.concatenate([y, ty]), np.r_[np.zeros(len(x), bool), np.ones(len(tx), bool)],
-                "--inputs clean, --triggered triggered")
+                "--inputs clean, --triggered triggered", False)
     if backdoors:
         eligible = backdoors[0].target.eligible(y)
         stamped = backdoors[0].trigger.apply(x[eligible], rng=args.seed)
         return (np.concatenate([x, stamped]), np.concatenate([y, y[eligible]]),
                 np.r_[np.zeros(len(x), bool), np.ones(len(stamped), bool)],
-                f"--inputs taken as clean; --trigger stamped on copies of the {int(eligible.sum())} whose label is not the target")
-    return x, y, None, "unknown (give a 'triggered' array in --inputs, --triggered, or --trigger)"
+                f"--inputs taken as clean; --trigger stamped on copies of the {int(eligible.sum())} whose label is not the target", True)
+    return x, y, None, "unknown (give a 'triggered' array in --inputs, --triggered, or --trigger)", False
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -321,7 +322,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     clf = _load_model(args, spec)
     clean_x, _ = _load_data(args.clean)
     detector = _configured(cls, args.preset, params, clean_x, args.verbose)
-    x, y, truth, how = _ground_truth(args, _load_data(args.inputs), backdoors)
+    x, y, truth, how, stamped = _ground_truth(args, _load_data(args.inputs), backdoors)
     detector.fit(clf, clean_x, fpr=args.fpr, seed=args.seed)
     scores = detector.score(x)
     flags = scores > detector.threshold_
@@ -329,11 +330,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
                                "n_screened": int(len(scores)), "flagged": int(flags.sum()), "flagged_fraction": float(flags.mean())}
     if truth is not None and truth.any() and not truth.all():
         summary.update(n_clean=int((~truth).sum()), n_triggered=int(truth.sum()), fpr=float(flags[~truth].mean()), tpr=float(flags[truth].mean()))
-        if backdoors and "--inputs taken as clean" not in how:  # TPR also over the inputs ASR counts (label ≠ target)
+        if backdoors and not stamped:  # TPR also over the inputs ASR counts (label ≠ target)
             eligible = truth & backdoors[0].target.eligible(y)
             summary["tpr_eligible"] = float(flags[eligible].mean()) if eligible.any() else None
         summary.update(auc=roc_auc(scores[~truth], scores[truth]), tpr_at_fpr5=tpr_at_fpr(scores[~truth], scores[truth], 0.05))
-        if "--inputs taken as clean" in how and summary["fpr"] > max(3 * args.fpr, args.fpr + 0.05):
+        if stamped and summary["fpr"] > max(3 * args.fpr, args.fpr + 0.05):
             print(f"warning: {summary['fpr']:.1%} of --inputs, taken as clean, are flagged at a {args.fpr:.0%} false-positive "
                   "threshold: they may already hold triggered images; mark them with a 'triggered' array in the .npz", file=sys.stderr)
     elif truth is not None:
@@ -343,8 +344,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if "tpr" in summary:
         verdict += (f" (TPR {summary['tpr']:.3f} on the {summary['n_triggered']} triggered, "
                     f"FPR {summary['fpr']:.3f} on the {summary['n_clean']} clean)")
-    _emit(target, {"summary": summary, "ground_truth": how, "verdict": verdict, "settings": detector.settings_,
-                   "preset": detector.preset_.to_dict(), "scores": scores, "flags": flags, "triggered": truth}, table + "\n" + verdict)
+    payload = {"summary": summary, "ground_truth": how, "verdict": verdict, "settings": detector.settings_, "scores": scores,
+               "flags": flags, "triggered": truth}
+    _emit(target, payload, table + "\n" + verdict)
     return 0
 
 

@@ -25,6 +25,7 @@ grid resumes where it stopped; other settings are refused. When no cell is withi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -71,13 +72,17 @@ def select_cell(cells: Sequence[dict[str, Any]], base_acc: float, max_drop: floa
     return max(cells, key=lambda c: c["holdout_acc"]), False
 
 
+def _holdout_size(n: int, fraction: float) -> int:
+    return max(1, int(round(fraction * n)))
+
+
 def split_holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Split (x, y) into (retrain, held-out) parts; stratified by label when every class has two examples."""
     from sklearn.model_selection import train_test_split
 
     counts = np.bincount(y)
     stratify = y if counts[counts > 0].min() >= 2 else None
-    n_hold = max(1, int(round(fraction * len(x))))
+    n_hold = _holdout_size(len(x), fraction)
     if stratify is not None and n_hold < len(counts[counts > 0]):
         stratify = None  # too few held-out examples to cover every class
     x_tr, x_ho, y_tr, y_ho = train_test_split(x, y, test_size=n_hold, random_state=seed, stratify=stratify)
@@ -150,7 +155,7 @@ class NNoculationPre(Defense):
 
     def _retrain_images(self, n_clean: int) -> int:
         """Images one epoch sees: the retraining part of the clean data and a noisy copy of each."""
-        return 2 * (n_clean - max(1, int(round(self.holdout * n_clean))))
+        return 2 * (n_clean - _holdout_size(n_clean, self.holdout))
 
     @classmethod
     def _auto_preset(cls, images: np.ndarray) -> Preset:
@@ -163,11 +168,11 @@ class NNoculationPre(Defense):
         return Preset("auto", {"batch_size": batch},
                       f"keeps the original's ~{ORIGINAL_STEPS_PER_EPOCH} steps per epoch on {n_epoch} images per epoch (the "
                       f"retraining part of {len(images)} clean images and their noisy copies); the original batch of "
-                      f"{default.batch_size} would give {max(1, -(-n_epoch // default.batch_size))} (original constants: --preset original)")
+                      f"{default.batch_size} would give {math.ceil(n_epoch / default.batch_size)} (original constants: --preset original)")
 
     def scale_warnings(self, images: np.ndarray) -> list[str]:
         n_epoch = self._retrain_images(len(images))
-        steps = -(-n_epoch // self.batch_size)
+        steps = math.ceil(n_epoch / self.batch_size)
         if steps < ORIGINAL_STEPS_PER_EPOCH / 3:
             return [f"nnoculation-pre: batch_size {self.batch_size} gives {steps} step(s) per epoch on {n_epoch} images per epoch "
                     f"(the original took ~{ORIGINAL_STEPS_PER_EPOCH}); --preset auto scales the batch to the data"]
