@@ -4,42 +4,11 @@ from __future__ import annotations
 
 import json
 
-import keras
 import numpy as np
 import pytest
 
 from kerasbd.cli import main
 from kerasbd.io import sha256_file
-from kerasbd.models import as_logits_model
-
-SPEC = {
-    "name": "corner",
-    "trigger": {"type": "patch", "size": [3, 3], "position": "bottom-right", "value": 1.0},
-    "target": {"type": "all-to-one", "label": 0},
-}
-
-
-@pytest.fixture(scope="module")
-def badnet_files(tmp_path_factory):
-    """A tiny digits BadNet saved as a legacy-style .h5 full model, its clean data as .npz, its trigger spec."""
-    from kerasbd.attacks import from_spec, train_badnet
-    from kerasbd.data import load_digits, split_defender
-
-    out = tmp_path_factory.mktemp("cli")
-    x, y = load_digits(size=12)
-    (x_clean, y_clean), (x_train, y_train) = split_defender(x, y, val_fraction=0.3, seed=0)
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((12, 12, 1))
-    h = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inp)
-    h = keras.layers.Flatten()(h)
-    h = keras.layers.Dense(32, activation="relu")(h)
-    model = keras.Model(inp, keras.layers.Dense(10, activation="softmax")(h))
-    logits = as_logits_model(model)  # shares weights: training it trains the softmax model that is saved
-    train_badnet(logits, x_train, y_train, from_spec(SPEC), rate=0.1, epochs=8, batch_size=32, seed=0)
-    model.save(out / "badnet.h5")
-    np.savez(out / "clean.npz", x=x_clean, y=y_clean)
-    (out / "trigger.json").write_text(json.dumps(SPEC))
-    return out
 
 
 def test_zoo_list_and_verify(zoo_dir, capsys):
@@ -66,7 +35,8 @@ def test_evaluate_and_defend_non_zoo_badnet(badnet_files, tmp_path, capsys):
     f = badnet_files
     before = sha256_file(f / "badnet.h5")
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "--model", str(f / "badnet.h5"), "--data", str(f / "clean.npz"), "--trigger", str(f / "trigger.json"), "--out", str(out)]) == 0
+    assert main(["evaluate", "--model", str(f / "badnet.h5"), "--data", str(f / "clean.npz"), "--trigger", str(f / "trigger.json"),
+                 "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())["metrics"]
     assert metrics["asr"] > 0.8 and metrics["clean_acc"] > 0.7
 

@@ -89,13 +89,12 @@ class Method(Configurable):
             return cls._auto_preset(np.asarray(images))
         if name not in cls.PRESETS:
             raise ConfigError(f"unknown {cls.name} preset {name!r}; choose one of {', '.join(cls.preset_names())}.")
-        reason = "the original constants" if name == "original" else f"the named preset {name!r}"
-        return Preset(name, dict(cls.PRESETS[name]), reason)
+        return Preset(name, dict(cls.PRESETS[name]), "chosen by name")
 
     @classmethod
     def _auto_preset(cls, images: np.ndarray) -> Preset:
         """The settings for this data; by default the original constants (no rule depends on the data)."""
-        return Preset("original", {}, f"the original constants ({cls.name} has no setting that depends on the data)")
+        return Preset("original", {}, f"{cls.name} has no setting that depends on the data")
 
     @classmethod
     def preset(cls, name: str = "auto", images: np.ndarray | None = None, **overrides: Any) -> Self:

@@ -113,6 +113,7 @@ class DefenseResult:
         return to_jsonable(
             {
                 "method": self.method,
+                "verdict": self.verdict(),
                 "seed": self.seed,
                 "seconds": round(float(self.seconds), 3),
                 "params": self.params,

@@ -132,7 +132,7 @@ class GYM(Defense):
             return Preset("small-images", dict(PRESETS["small-images"]),
                           f"{h}×{w} images (shorter side < {SMALL_IMAGE_SIDE} px): the original's 5×5 medians and ±16 % shifts "
                           "are sized for 224×224 faces (original constants: --preset original)")
-        return Preset("original", {}, f"{h}×{w} images: the original constants")
+        return Preset("original", {}, f"{h}×{w} images (shorter side ≥ {SMALL_IMAGE_SIDE} px) are in the original's range")
 
     def scale_warnings(self, images: np.ndarray) -> list[str]:
         out = []
