@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PIXEL_PATTERN = [[0, 0], [0, 2], [2, 0], [2, 2], [4, 0], [0, 4]]  # six scattered pixels (offsets from the position)
 CHECKER = [[r, c] for r in range(4) for c in range(4) if (r + c) % 2 == 0]
 
-#: name → architecture, trigger, target, input range. Architectures are kerasbd.models names or "mlp".
+#: name → architecture, trigger, target, input range. Architectures are kerasbd.models names or "mlp". (The BadNets
+#: CNN did not learn the corner pixel in 8 or 30 epochs, ASR 2 % / 10 %; LeNet-5 learns it, ASR 99.7 %.)
 FRESH: dict[str, dict[str, Any]] = {
     "patch3-br-to0": {"arch": "badnets_mnist", "trigger": {"type": "patch", "size": 3, "position": "bottom-right", "margin": 1},
                       "target": {"type": "all-to-one", "label": 0}, "range": "0-1"},
@@ -45,7 +46,7 @@ FRESH: dict[str, dict[str, Any]] = {
                           "target": {"type": "all-to-one", "label": 3}, "range": "0-1"},
     "pixels6-tr-all2all": {"arch": "csaw_mnist", "trigger": {"type": "pixels", "pixels": PIXEL_PATTERN, "position": [1, 22]},
                            "target": {"type": "all-to-all", "shift": 1}, "range": "0-1"},
-    "pixel1-bl-to5": {"arch": "badnets_mnist", "trigger": {"type": "pixels", "pixels": [[26, 1]]},
+    "pixel1-bl-to5": {"arch": "lenet5", "trigger": {"type": "pixels", "pixels": [[26, 1]]},
                       "target": {"type": "all-to-one", "label": 5}, "range": "0-1"},
     "patch2-tr-all2all-raw": {"arch": "nc_mnist", "trigger": {"type": "patch", "size": 2, "position": "top-right", "margin": 2},
                               "target": {"type": "all-to-all", "shift": 1}, "range": "0-255"},
@@ -156,7 +157,9 @@ def _write(rows: list[dict[str, Any]], out: Path, started: str) -> Path:
     from kerasbd.experiments import write_results
 
     repair = [r for r in rows if r["method"] != "neural-cleanse" and r["kind"] != "zoo clean"]
-    lines = []
+    untaken = sorted({r["model"] for r in repair if (r["asr_before"] or 0.0) < 0.5})  # no backdoor to remove: not a BadNet
+    repair = [r for r in repair if r["model"] not in untaken]
+    lines = [f"- not counted, the backdoor did not take (ASR before < 50 %): {', '.join(untaken)}."] if untaken else []
     for method in ("gym", "nnoculation-pre"):
         done = [r for r in repair if r["method"] == method]
         if done:

@@ -77,6 +77,12 @@ def test_nnoculation_grid_selection_and_resume(badnet, tmp_path, monkeypatch):
     assert result.details["split"]["holdout"] == round(0.2 * len(badnet.val[0]))
     # the GoodNet was retrained: it differs from the BadNet
     assert any(not np.array_equal(a, b) for a, b in zip(result.model.get_weights(), badnet.model.get_weights()))
+    # without the full grid: the same pick, from the learning rates down to the first with a cell within θ only
+    lazy = NNoculationPre(**{**defense.get_config(), "full_grid": False}).run(badnet.model, badnet.val, seed=0, verbose=0)
+    assert lazy.details["selected"] == result.details["selected"]
+    rates_tried = sum(a >= chosen["learning_rate"] for a in (0.5, 2.0)) if within else 2
+    assert lazy.details["cells_trained"] == 2 * rates_tried and result.details["cells_trained"] == 4
+    assert sum(v == "—" for r in lazy.rows for v in r.values()) == 4 - 2 * rates_tried
 
     # resume: every cell is checkpointed, so a second run trains nothing and returns the same GoodNet
     assert len(list(tmp_path.glob("*.weights.h5"))) == 4

@@ -49,13 +49,17 @@ def _chosen_cell(details: dict[str, Any]) -> dict[str, Any]:
 def nnoculation_grid_rows(cells: list[dict[str, Any]], chosen: dict[str, Any], base_acc: float, max_drop: float,
                           lrs: Sequence[float], gammas: Sequence[float]) -> list[dict[str, Any]]:
     """Rows like NNoculation's Table 2: one per noise level, one column per learning rate (held-out CA %),
-    ``**bold**`` within the tolerated drop, ``★`` on the pick."""
+    ``**bold**`` within the tolerated drop, ``★`` on the pick, ``—`` for cells not trained (a larger learning
+    rate already had a cell within the drop)."""
     by_key = {(c["learning_rate"], c["noise"]): c for c in cells}
     rows = []
     for g in gammas:
         row: dict[str, Any] = {"γ": f"{g:.0%}"}
         for a in lrs:
-            c = by_key[(a, g)]
+            c = by_key.get((a, g))
+            if c is None:
+                row[f"α={a:g}"] = "—"
+                continue
             text = f"{100 * c['holdout_acc']:.2f}"
             if c["holdout_acc"] >= base_acc - max_drop - 1e-9:
                 text = f"**{text}**"
@@ -78,10 +82,13 @@ def _grid_figure(cells: list[dict[str, Any]], chosen: dict[str, Any], base_acc: 
     by_key = {(c["learning_rate"], c["noise"]): c for c in cells}
     for k, (key, title) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
-        grid = np.array([[by_key[(a, g)][key] for a in lrs] for g in gammas], dtype=float)
+        grid = np.array([[by_key[(a, g)][key] if (a, g) in by_key else np.nan for a in lrs] for g in gammas], dtype=float)
         im = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
         for r, g in enumerate(gammas):
             for c, a in enumerate(lrs):
+                if (a, g) not in by_key:  # not trained: the pick lies at a larger learning rate
+                    ax.text(c, r, "—", ha="center", va="center", fontsize=7)
+                    continue
                 mark = "*" if by_key[(a, g)] is chosen else ""
                 ax.text(c, r, f"{100 * grid[r, c]:.1f}{mark}", ha="center", va="center", fontsize=7,
                         color="black" if grid[r, c] > 0.6 else "white")  # readable on viridis' bright end
