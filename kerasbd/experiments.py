@@ -102,7 +102,7 @@ def summarize(
     for key, members in groups.items():
         row: dict[str, Any] = dict(zip(by, key, strict=True))
         for m in metrics:
-            vals = [float(r[m]) for r in members if r.get(m) is not None]
+            vals = [float(r[m]) for r in members if isinstance(r.get(m), (int, float))]  # e.g. a target label or "all-to-all"
             if vals:
                 row[m] = statistics.fmean(vals)
                 row[f"{m}_std"] = _std(vals)
