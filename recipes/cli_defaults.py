@@ -176,7 +176,7 @@ def _write(rows: list[dict[str, Any]], out: Path, started: str) -> Path:
              f"zoo's real MNIST BadNets and a clean model. Started {started}.\n\n" + "\n".join(lines))
     columns = ["model", "kind", "method", "clean_acc_before", "asr_before", "clean_acc", "asr", "drop", "robust_acc", "der", "passed",
                "flagged", "anomaly_index", "target", "correct", "seconds", "settings", "verdict"]
-    return write_results("cli_defaults", rows, columns=columns, directory=out, by=("model", "method"), notes=notes,
+    return write_results("cli_defaults", rows, columns=columns, directory=out, by=("model", "method", "target"), notes=notes,
                          meta={"fresh": FRESH, "zoo": ZOO, "methods": METHODS, "summary": lines})
 
 
