@@ -317,7 +317,7 @@ def test_recovers_small_mask_flags_target_and_unlearns(tiny_badnet):
     mask = result.arrays["masks"][TARGET]
     assert mask[-5:, -5:].sum() > 0.5 * mask.sum()
     assert d["reversed_attack_success"][TARGET] > 0.9
-    assert d["unlearned"] and result.model is not net
+    assert d["repaired"] and result.model is not net
     assert _asr(result.model, x, y) < asr_before - 0.3
     assert _asr(net, x, y) == asr_before  # the input model is untouched
     assert set(result.figures) == {"reversed_triggers", "anomaly_index"}
@@ -331,7 +331,7 @@ def test_anomaly_index_matches_mad_formula_and_nothing_flagged_keeps_model(tiny_
     median = np.median(norms)
     mad = 1.4826 * np.median(np.abs(norms - median))
     assert result.details["anomaly_index"] == pytest.approx(abs(norms.min() - median) / mad, rel=1e-3)
-    assert result.details["flagged"] == [] and not result.details["unlearned"]
+    assert result.details["flagged"] == [] and not result.details["repaired"]
     assert result.model is net and "unchanged" in result.details["note"]
 
 

@@ -3,7 +3,8 @@
 Triggers (spec ``type`` in brackets): :class:`Patch` (``patch``), :class:`PixelPattern` (``pixels``),
 :class:`ImageTrigger` (``image``), :class:`Blend` (``blend``), :class:`NoisePattern` (``noise``),
 :class:`Filter` (``filter``), :class:`InvisibleL0` (``invisible-l0``), :class:`InvisibleL2` (``invisible-l2``),
-:class:`Combination` (``combination``), :class:`Amplified` (``amplified``), :class:`MaskedPattern`
+:class:`Combination` (``combination``), :class:`Amplified` (``amplified``), :class:`AdditivePerturbation`
+(``perturbation``: a generator-reversed trigger), :class:`MaskedPattern`
 (``masked-pattern``: a reversed trigger). Targets: :class:`AllToOne`,
 :class:`AllToAll`. A :class:`Backdoor` pairs a trigger with a target; a model may carry several.
 
@@ -21,7 +22,7 @@ from kerasbd.attacks.base import TRIGGERS, Trigger, trigger_from_spec
 from kerasbd.attacks.combination import Combination
 from kerasbd.attacks.global_triggers import Blend, Filter, InvisibleL0, InvisibleL2, NoisePattern, gotham
 from kerasbd.attacks.local import ANCHORS, Amplified, ImageTrigger, LocalTrigger, Patch, PixelPattern
-from kerasbd.attacks.masked import MaskedPattern
+from kerasbd.attacks.masked import AdditivePerturbation, MaskedPattern
 from kerasbd.attacks.poison import PoisonedData, poison_dataset, train_badnet
 from kerasbd.attacks.spec import AttackSpec, Backdoor, from_spec, load_spec, parse_spec, save_spec, to_spec
 from kerasbd.attacks.targets import AllToAll, AllToOne, TargetMap, target_from_spec
@@ -41,6 +42,7 @@ __all__ = [
     "InvisibleL0",
     "InvisibleL2",
     "MaskedPattern",
+    "AdditivePerturbation",
     "LocalTrigger",
     "NoisePattern",
     "Patch",

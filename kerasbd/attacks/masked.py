@@ -1,7 +1,8 @@
-"""A trigger given as a full-image mask and pattern: ``x' = (1 − m)·x + m·p``.
+"""Triggers given as full-image arrays: a mask and pattern, ``x' = (1 − m)·x + m·p`` (:class:`MaskedPattern`),
+or an additive perturbation, ``x' = clip(x + δ)`` (:class:`AdditivePerturbation`).
 
-This is the form in which trigger-inversion methods (Neural Cleanse, and the generator-based inspectors) return
-what they reverse-engineered, so a reversed trigger can be stamped, evaluated (ASR of the reversed trigger),
+These are the forms in which trigger-inversion methods (Neural Cleanse's masks and patterns, the perturbations
+of the generator-based inspectors) return what they reverse-engineered, so a reversed trigger can be stamped, evaluated (ASR of the reversed trigger),
 unlearned and written in the JSON schema like any attacker's trigger.
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 from kerasbd.attacks.base import Trigger, image_hwc
 from kerasbd.errors import TriggerError
 
-__all__ = ["MaskedPattern", "apply_mask_pattern"]
+__all__ = ["AdditivePerturbation", "MaskedPattern", "apply_mask_pattern"]
 
 _SLACK = 1e-6
 
@@ -72,3 +73,39 @@ class MaskedPattern(Trigger):
 
     def get_config(self) -> dict[str, Any]:
         return {"mask": self.mask_.tolist(), "pattern": self.pattern.tolist()}
+
+
+class AdditivePerturbation(Trigger):
+    """Add a fixed (H, W, C) perturbation δ to every image and clip to [0, 1] (spec type ``perturbation``).
+
+    GangSweep's and DeepInspect's reversed triggers: their generators perturb each image; the universal
+    perturbation of a label (e.g. the mean over images) stamps, evaluates and serialises like any trigger.
+    ``mask`` is the footprint ``min(1, max_c |δ|)``.
+
+    Example:
+        >>> t = AdditivePerturbation(np.full((2, 2, 1), 0.25))
+        >>> t.apply(np.full((1, 2, 2, 1), 0.5, "float32"))[0, 0, 0, 0], float(t.mask((2, 2, 1)).sum())
+        (np.float32(0.75), 1.0)
+    """
+
+    type = "perturbation"
+
+    def __init__(self, delta: np.ndarray | Sequence[Any]) -> None:
+        self.delta = np.asarray(delta, np.float32)
+        if self.delta.ndim != 3 or not np.isfinite(self.delta).all() or np.abs(self.delta).max(initial=0.0) > 1 + _SLACK:
+            raise TriggerError(f"a perturbation trigger needs a finite (H, W, C) delta in [−1, 1], got shape {self.delta.shape}.")
+
+    def check_fits(self, image_shape: Sequence[int]) -> None:
+        h, w, c = image_hwc(image_shape)
+        if (h, w, c) != self.delta.shape:
+            raise TriggerError(f"the perturbation trigger is {self.delta.shape} but the images are {(h, w, c)}.")
+
+    def mask(self, image_shape: Sequence[int]) -> np.ndarray:
+        self.check_fits(image_shape)
+        return np.minimum(np.abs(self.delta).max(axis=-1), 1.0)
+
+    def _apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return x + self.delta
+
+    def get_config(self) -> dict[str, Any]:
+        return {"delta": self.delta.tolist()}

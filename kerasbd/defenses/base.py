@@ -33,7 +33,7 @@ from kerasbd.metrics.detection import threshold_at_fpr
 from kerasbd.reporting import DefenseResult, InspectionResult
 from kerasbd.resume import ResumeStore, fingerprint, open_store
 
-__all__ = ["Defense", "InputDetector", "Method", "ModelInspector", "Preset", "Reporter", "RunContext", "ScaleWarning"]
+__all__ = ["Defense", "InputDetector", "InspectThenRepair", "Method", "ModelInspector", "Preset", "Reporter", "RunContext", "ScaleWarning"]
 
 Dataset = tuple[np.ndarray, np.ndarray]
 
@@ -346,6 +346,43 @@ class ModelInspector(Method, abc.ABC):
     @abc.abstractmethod
     def _inspect(self, model: Any, clean: Dataset, ctx: RunContext) -> InspectionResult:
         """Do the work; return an InspectionResult."""
+
+
+class InspectThenRepair(Defense, abc.ABC):
+    """A defense that runs an inspector and repairs the model only when labels are flagged (Neural Cleanse's
+    unlearning, GangSweep's patching). ``result.details`` holds the inspection's findings, its ``verdict`` and
+    ``repaired``; the verdict line states the inspection, then what was done.
+
+    Subclasses implement :meth:`_inspection` (the result and whatever the repair needs from it) and
+    :meth:`_repair`, and set :attr:`repair_switch` (the constructor switch that disables the repair).
+    """
+
+    repair_switch: ClassVar[str] = "repair"
+
+    @abc.abstractmethod
+    def _inspection(self, model: Any, clean: Dataset, ctx: RunContext) -> tuple[InspectionResult, Any]:
+        """The inspection and the state the repair uses (e.g. trained generators)."""
+
+    @abc.abstractmethod
+    def _repair(self, model: Any, clean: Dataset, inspection: InspectionResult, state: Any, ctx: RunContext) -> tuple[Any, str]:
+        """The repaired copy of ``model`` and what was done, in words."""
+
+    def _unflagged_note(self, inspection: InspectionResult) -> str:
+        """Appended to "no label flagged: ..." (e.g. why no label could be flagged)."""
+        return ""
+
+    def _run(self, model: Any, clean: Dataset, ctx: RunContext) -> DefenseResult:
+        inspection, state = self._inspection(model, clean, ctx)
+        repaired, action = model, "no label flagged: the model is returned unchanged"
+        if inspection.flagged and getattr(self, self.repair_switch):
+            repaired, action = self._repair(model, clean, inspection, state, ctx)
+        elif inspection.flagged:
+            action = f"label(s) flagged; repair disabled ({self.repair_switch}=False): the model is returned unchanged"
+        else:
+            action += self._unflagged_note(inspection)
+        note = f"{inspection.verdict().partition(': ')[2]}; {action}"
+        details = {**inspection.details, "verdict": inspection.verdict(), "repaired": repaired is not model, "note": note}
+        return DefenseResult(self.name, model=repaired, details=details, rows=inspection.statistics, arrays=inspection.arrays)
 
 
 class InputDetector(Method, abc.ABC):

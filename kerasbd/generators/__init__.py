@@ -6,13 +6,20 @@ CycleGAN's history of generated images (:class:`ImagePool`), the hold-then-decay
 write ``train_step``. The layers and the schedule are registered under package ``"kerasbd"``, so a ``.keras``
 file using them loads after ``import kerasbd.generators``.
 
-Built on these later: GangSweep's per-label GAN perturbation generators, DeepInspect's conditional generator,
-DHBE's data-free adversarial distillation, and the CycleGAN that learns the attacker's trigger for NNoculation.
+:func:`resnet_generator` is Johnson et al.'s image-to-image ResNet generator, optionally several independent ones
+computed as one model (GangSweep's per-label perturbation generators; the CycleGAN's generators are single ones);
+:class:`PerturbationTrainer` trains such a stack towards one target label per copy against a frozen classifier.
+
+Built on these later: DeepInspect's conditional generator, DHBE's data-free adversarial distillation, and the
+CycleGAN that learns the attacker's trigger for NNoculation.
 """
 
-from kerasbd.generators.adversarial import AdversarialModel
-from kerasbd.generators.layers import ReflectionPadding2D, instance_norm
+from kerasbd.generators.adversarial import AdversarialModel, apply_mean_gradient
+from kerasbd.generators.layers import GroupedConv2D, ReflectionPadding2D, instance_norm
+from kerasbd.generators.perturbation import PerturbationTrainer
 from kerasbd.generators.pool import ImagePool
+from kerasbd.generators.resnet import resnet_generator
 from kerasbd.generators.schedules import LinearDecay
 
-__all__ = ["AdversarialModel", "ImagePool", "LinearDecay", "ReflectionPadding2D", "instance_norm"]
+__all__ = ["AdversarialModel", "GroupedConv2D", "ImagePool", "LinearDecay", "PerturbationTrainer", "ReflectionPadding2D",
+           "apply_mean_gradient", "instance_norm", "resnet_generator"]

@@ -18,7 +18,7 @@ import tensorflow as tf
 from kerasbd.errors import ConfigError
 from kerasbd.training.fit import make_optimizer
 
-__all__ = ["AdversarialModel"]
+__all__ = ["AdversarialModel", "apply_mean_gradient"]
 
 OptimizerLike: TypeAlias = str | dict | keras.optimizers.Optimizer
 # compile() arguments of a supervised model that a two-player loop has no use for
@@ -122,11 +122,11 @@ class AdversarialModel(keras.Model):
 
     def update_generator(self, tape: tf.GradientTape, loss: tf.Tensor) -> None:
         """One step of the generator optimizer on the gradient of ``loss`` (a batch mean) recorded on ``tape``."""
-        _apply(tape, loss, self.generator_variables, self.generator_optimizer)
+        apply_mean_gradient(tape, loss, self.generator_variables, self.generator_optimizer)
 
     def update_discriminator(self, tape: tf.GradientTape, loss: tf.Tensor) -> None:
         """One step of the discriminator optimizer on the gradient of ``loss`` (a batch mean) recorded on ``tape``."""
-        _apply(tape, loss, self.discriminator_variables, self.discriminator_optimizer)
+        apply_mean_gradient(tape, loss, self.discriminator_variables, self.discriminator_optimizer)
 
     def track(self, **values: Any) -> dict[str, Any]:
         """Add this step's values to their trackers and return every tracker's running mean (``train_step``'s logs)."""
@@ -138,7 +138,8 @@ class AdversarialModel(keras.Model):
         return self.get_metrics_result()
 
 
-def _apply(tape: tf.GradientTape, loss: tf.Tensor, variables: list[keras.Variable], optimizer: keras.optimizers.Optimizer) -> None:
-    # the optimizer sums the replicas' gradients; scaling each replica's by 1/replicas makes that the global mean's
+def apply_mean_gradient(tape: tf.GradientTape, loss: tf.Tensor, variables: list[keras.Variable], optimizer: keras.optimizers.Optimizer) -> None:
+    """One optimizer step on the gradient of ``loss`` (a per-replica batch mean) as the global batch mean's: the
+    optimizer sums the replicas' gradients, so each is scaled by one over the number of replicas."""
     scale = tf.constant(1.0 / tf.distribute.get_strategy().num_replicas_in_sync, loss.dtype)
     optimizer.apply(tape.gradient(loss, variables, output_gradients=scale), variables)

@@ -141,23 +141,74 @@ def _trigger_grid(labels: list[int], masks: np.ndarray, patterns: np.ndarray, no
 
 def _anomaly_plot(labels: list[int], norms: np.ndarray, median: float, mad: float, threshold: float, flagged: list[int]) -> Any:
     """Signed anomaly index ``(median − L1)/MAD`` per label with the flagging threshold."""
+    signed = (median - norms) / mad if mad > 0 else np.zeros_like(norms)
+    return _index_bars(labels, signed, threshold, flagged, "(median − L1) / MAD")
+
+
+def _gangsweep(result: Any) -> dict[str, Any]:
+    a, d = result.arrays, result.details  # an InspectionResult or the gangsweep defense's DefenseResult
+    labels, flagged = [int(lab) for lab in a["labels"]], d["flagged"]
+    return {"masks": _mask_grid(labels, a["masks"], a["persistence"], flagged),
+            "shift_scatter": _shift_scatter(labels, a["shift_variance"], a["shift_distance"], flagged),
+            "anomaly_index": _index_bars(labels, a["anomaly_index"], d["ai_threshold"], flagged, "(Z_V + Z_D) / 2")}
+
+
+def _mask_grid(labels: list[int], masks: np.ndarray, persistence: np.ndarray, flagged: list[int], max_labels: int = 50) -> Any:
+    """Each label's mean generated perturbation |δ| (the most persistent ``max_labels`` when there are more)."""
     from matplotlib.figure import Figure
 
-    signed = (median - norms) / mad if mad > 0 else np.zeros_like(norms)
-    fig = Figure(figsize=(max(4.0, 0.3 * len(labels)), 3.0))
+    order = np.argsort(-persistence)[:max_labels]
+    cols = min(10, len(order))
+    rows = math.ceil(len(order) / cols)
+    fig = Figure(figsize=(1.3 * cols, 1.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for k, i in enumerate(order):
+        ax = axes[k // cols, k % cols]
+        ax.imshow(np.abs(masks[i]).max(axis=-1), cmap="gray", vmin=0, vmax=1)
+        mark, colour = (" *", "red") if labels[i] in flagged else ("", "black")
+        ax.set_title(f"{labels[i]}{mark}\nP {persistence[i]:.2f}", fontsize=7, color=colour)
+    fig.suptitle("GangSweep mean perturbation |δ| per target label (P = persistence, * = flagged)", fontsize=9)
+    return fig
+
+
+def _shift_scatter(labels: list[int], variance: np.ndarray, distance: np.ndarray, flagged: list[int]) -> Any:
+    """Shift variance against shift distance per label (GangSweep's Fig. 8: a target sits low-variance, far)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2, 3.4), layout="constrained")
     ax = fig.subplots()
-    ax.bar(range(len(labels)), signed, color=["tab:red" if lab in flagged else "tab:blue" for lab in labels])
+    colours = ["tab:red" if lab in flagged else "tab:blue" for lab in labels]
+    ax.scatter(variance, distance, c=colours, s=18)
+    if len(labels) <= 60:
+        for lab, v, d in zip(labels, variance, distance, strict=True):
+            ax.annotate(str(lab), (v, d), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.set_xlabel("shift variance V")
+    ax.set_ylabel("shift distance D")
+    ax.set_title("GangSweep: V and D per target label (red = flagged)", fontsize=8)
+    return fig
+
+
+def _index_bars(labels: list[int], index: np.ndarray, threshold: float, flagged: list[int], ylabel: str) -> Any:
+    """One bar per label (flagged in red) against the flagging threshold."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(4.0, 0.3 * len(labels)), 3.0), layout="constrained")
+    ax = fig.subplots()
+    ax.bar(range(len(labels)), np.nan_to_num(index, posinf=10.0, neginf=-10.0),
+           color=["tab:red" if lab in flagged else "tab:blue" for lab in labels])
     ax.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
     if len(labels) <= 60:
         ax.set_xticks(range(len(labels)), [str(lab) for lab in labels], fontsize=7)
     ax.set_xlabel("label")
-    ax.set_ylabel("(median − L1) / MAD")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
 _FIGURES: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "gangsweep": _gangsweep,
     "neural-cleanse": _neural_cleanse,
     "nnoculation-pre": _nnoculation,
     "fine-pruning": _fine_pruning,

@@ -19,11 +19,11 @@ import keras
 import numpy as np
 
 from kerasbd.config import Configurable
-from kerasbd.defenses.base import Defense, RunContext
+from kerasbd.defenses.base import InspectThenRepair, RunContext
 from kerasbd.defenses.inspection.neural_cleanse import NeuralCleanseInspector, ceiling_note
 from kerasbd.errors import ConfigError
 from kerasbd.models.surgery import copy_model
-from kerasbd.reporting import DefenseResult, InspectionResult
+from kerasbd.reporting import InspectionResult
 
 __all__ = ["Unlearning", "NeuralCleanse"]
 
@@ -73,7 +73,7 @@ class Unlearning(Configurable):
         return repaired
 
 
-class NeuralCleanse(Defense):
+class NeuralCleanse(InspectThenRepair):
     """The ``neural-cleanse`` defense: :class:`NeuralCleanseInspector`, then :class:`Unlearning` if a label is flagged.
 
     Args:
@@ -82,7 +82,7 @@ class NeuralCleanse(Defense):
         unlearn: False = report only, return the model unchanged.
 
     Nested settings are reached with ``a__b`` names (``--set inspector__inversion__steps=300`` on the CLI).
-    ``result.details`` holds the inspection's findings (anomaly indices, flagged labels, ...) and ``unlearned``;
+    ``result.details`` holds the inspection's findings (anomaly indices, flagged labels, ...) and ``repaired``;
     ``result.rows`` the per-label table; ``result.arrays`` the reversed masks and patterns.
 
     Example:
@@ -92,6 +92,7 @@ class NeuralCleanse(Defense):
     """
 
     name: ClassVar[str] = "neural-cleanse"
+    repair_switch: ClassVar[str] = "unlearn"
 
     def __init__(self, inspector: NeuralCleanseInspector | None = None, unlearning: Unlearning | None = None, unlearn: bool = True) -> None:
         if inspector is not None and not isinstance(inspector, NeuralCleanseInspector):
@@ -102,16 +103,13 @@ class NeuralCleanse(Defense):
         self.unlearning = unlearning if unlearning is not None else Unlearning()
         self.unlearn = bool(unlearn)
 
-    def _run(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> DefenseResult:
-        inspection = self.inspector.inspect_in(model, clean, ctx)
-        repaired, action = model, "no label flagged: the model is returned unchanged"
-        if inspection.flagged and self.unlearn:
-            repaired = self.unlearning.apply(model, clean, inspection, rng=ctx.rng, seed=ctx.seed, strategy=ctx.strategy)
-            action = f"unlearned the reversed trigger(s) of label(s) {inspection.flagged}"
-        elif inspection.flagged:
-            action = "label(s) flagged; unlearning disabled (unlearn=False): the model is returned unchanged"
-        else:
-            action += ceiling_note(inspection.details)
-        note = f"{inspection.verdict().partition(': ')[2]}; {action}"
-        details = {**inspection.details, "verdict": inspection.verdict(), "unlearned": repaired is not model, "note": note}
-        return DefenseResult(self.name, model=repaired, details=details, rows=inspection.statistics, arrays=inspection.arrays)
+    def _inspection(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> tuple[InspectionResult, Any]:
+        return self.inspector.inspect_in(model, clean, ctx), None
+
+    def _repair(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], inspection: InspectionResult, state: Any,
+                ctx: RunContext) -> tuple[keras.Model, str]:
+        repaired = self.unlearning.apply(model, clean, inspection, rng=ctx.rng, seed=ctx.seed, strategy=ctx.strategy)
+        return repaired, f"unlearned the reversed trigger(s) of label(s) {inspection.flagged}"
+
+    def _unflagged_note(self, inspection: InspectionResult) -> str:
+        return ceiling_note(inspection.details)

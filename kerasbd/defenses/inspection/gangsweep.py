@@ -1,0 +1,300 @@
+"""GangSweep (Zhu et al., ACM MM 2020): per-label GAN perturbation generators and the persistence / shift test.
+
+For every hypothetical target label ``t`` a ResNet perturbation generator ``G_t`` is trained on the defender's
+clean images so that ``x + G_t(x)`` is classified as ``t`` with a small perturbation (Eq. 1-4; all labels in one
+batched computation, :class:`~kerasbd.generators.PerturbationTrainer`). Then, per target ``t`` and source class
+``s ≠ t`` on ``sample_size`` images of ``s`` (Algorithm 1):
+
+- persistence ``P`` (Eq. 5): the share of images ``x_j`` that ``x_j + G_t(x_c)`` sends to ``t``, for the masks of
+  the *other* images ``x_c`` of the same class (every ordered pair);
+- shift variance ``V`` (Eq. 6): the variance, over the images, of the logit shift ``φ(x + G_t(x)) − φ(x)``,
+  averaged over the logits;
+- shift distance ``D`` (Eq. 7): the mean of ``max φ(x + G_t(x)) − max φ(x)``.
+
+Each label's P, V and D are the means over its source classes. The z-scores use the median and MAD
+(consistency 1.4826, Eq. 8), signed so that a *small* V and a *large* D score high; the anomaly index is
+``AI = (Z_V + Z_D) / 2``. A label is flagged when its persistence reaches ``persistence_threshold`` (0.9) and its
+AI exceeds ``ai_threshold`` (2); no persistent label means no backdoor (Algorithm 1, line 10).
+
+No code of GangSweep is published. Constants the paper gives: Adam at learning rate 0.01, fewer than 15 epochs
+(here 10), α = 2 at the start and Eq. 4, κ = 0, persistence threshold 0.9, AI threshold 2. Chosen here, with the
+reason:
+
+- the generator: AdvGAN's sizes (8/16/32 filters, 4 residual blocks; :func:`~kerasbd.generators.resnet_generator`),
+  the closest public generator of this kind;
+- the perturbation is ``tanh`` in [−1, 1] added to the image, and the result clipped to [0, 1] (the paper's
+  "scaled to [0, 1]^n"): a perturbation confined to [0, 1] could only brighten, and a zero perturbation would
+  sit where ``tanh`` saturates (``perturbation="unit"`` gives that reading, ``(tanh + 1) / 2``);
+- Eq. 4 read as halving / doubling α (``alpha_rule="multiplicative"``, within 1e-3..1e3); ``"literal"`` sets α
+  to ½ or 2 as printed;
+- batch 32; ``sample_size`` 20 images per source class (the paper's ``n`` is not given);
+- images of class ``t`` carry no adversarial term for ``G_t`` (they already are ``t``);
+- each label's reversed trigger (``result.triggers``) is its mean perturbation over the sampled images, an
+  :class:`~kerasbd.attacks.AdditivePerturbation`; the patching of :class:`~kerasbd.defenses.GangSweep` uses the
+  generators' per-image masks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+
+from kerasbd.attacks import AdditivePerturbation, AllToOne, Backdoor
+from kerasbd.defenses.base import ModelInspector, Preset, RunContext
+from kerasbd.errors import ConfigError
+from kerasbd.generators.perturbation import ALPHA_EVERY, ALPHA_RULES, PerturbationTrainer
+from kerasbd.generators.resnet import resnet_generator, stacked_output
+from kerasbd.io import Progress
+from kerasbd.reporting import InspectionResult
+
+__all__ = ["GangSweepInspector", "MAX_STACKED_PIXELS", "SweptGenerators"]
+
+PERTURBATIONS = ("signed", "unit")
+
+#: Input pixels (batch × labels × H × W × C) of one training step that the ``"auto"`` preset allows when it
+#: chooses how many labels' generators train together: all 10 MNIST labels at once, GTSRB's 43 in two chunks.
+MAX_STACKED_PIXELS = 2**22
+
+
+@dataclass
+class SweptGenerators:
+    """The trained generators of a sweep: ``perturb(x, label)`` gives ``G_label(x)`` (N, H, W, C) in image units."""
+
+    labels: list[int]
+    generators: list[tuple[list[int], keras.Model]]
+    unit: bool
+
+    def perturb(self, x: np.ndarray, label: int, batch_size: int = 128) -> np.ndarray:
+        for labels, generator in self.generators:
+            if label in labels:
+                k = labels.index(label)
+                out = [np.asarray(stacked_output(generator, x[i:i + batch_size]))[:, k] for i in range(0, len(x), batch_size)]
+                p = np.concatenate(out) if out else np.zeros((0, *x.shape[1:]), np.float32)
+                return (p + 1.0) / 2.0 if self.unit else p
+        raise ConfigError(f"label {label} was not swept; swept labels: {self.labels}.")
+
+    def stamp(self, x: np.ndarray, label: int) -> np.ndarray:
+        """``clip(x + G_label(x), 0, 1)``: the images with their own generated masks."""
+        return np.clip(x + self.perturb(x, label), 0.0, 1.0).astype(np.float32)
+
+
+class GangSweepInspector(ModelInspector):
+    """GangSweep's detection: perturbation generators per label, persistence, shift variance and distance, AI.
+
+    Args:
+        epochs, batch_size, learning_rate: the generators' training (10, 32, Adam 0.01).
+        alpha, alpha_rule, kappa: Eq. 1-4's adversarial weight, its update and margin (2, halve/double, 0).
+        filters, blocks: generator size (AdvGAN's 8 filters, 4 residual blocks).
+        perturbation: ``"signed"`` = ``tanh`` added as is; ``"unit"`` = ``(tanh + 1) / 2`` (see the module).
+        sample_size: images per source class for P, V and D.
+        persistence_threshold, ai_threshold: Algorithm 1's thresholds (0.9, 2).
+        labels: hypothetical targets (default: all); the MAD test runs over these.
+        label_chunk: generators trained together in one computation (None: all labels at once); smaller
+            chunks bound memory for many labels.
+
+    Example:
+        >>> GangSweepInspector(epochs=3).with_params(sample_size=10).get_config()["sample_size"]
+        10
+
+        ``GangSweepInspector().inspect(model, (x_val, y_val))`` gives ``result.flagged``, ``result.score`` (the
+        largest AI among persistent labels), ``result.statistics`` (P, V, D, Z_V, Z_D, AI per label) and
+        ``result.arrays["masks"]`` (each label's mean perturbation).
+    """
+
+    name: ClassVar[str] = "gangsweep"
+
+    def __init__(
+        self,
+        epochs: int = 10,
+        batch_size: int = 32,
+        learning_rate: float = 0.01,
+        alpha: float = 2.0,
+        alpha_rule: str = "multiplicative",
+        alpha_every: str = "step",
+        kappa: float = 0.0,
+        filters: int = 8,
+        blocks: int = 4,
+        perturbation: str = "signed",
+        sample_size: int = 20,
+        persistence_threshold: float = 0.9,
+        ai_threshold: float = 2.0,
+        labels: Sequence[int] | None = None,
+        label_chunk: int | None = None,
+    ) -> None:
+        if epochs < 1 or batch_size < 1 or sample_size < 2:
+            raise ConfigError(f"epochs and batch_size must be positive and sample_size at least 2, got {epochs}, {batch_size}, {sample_size}.")
+        if learning_rate <= 0 or alpha <= 0:
+            raise ConfigError(f"learning_rate and alpha must be positive, got {learning_rate} and {alpha}.")
+        if alpha_rule not in ALPHA_RULES:
+            raise ConfigError(f"alpha_rule must be one of {', '.join(ALPHA_RULES)}, got {alpha_rule!r}.")
+        if perturbation not in PERTURBATIONS:
+            raise ConfigError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}.")
+        if not 0.0 < persistence_threshold <= 1.0 or ai_threshold <= 0:
+            raise ConfigError(f"persistence_threshold must be in (0, 1] and ai_threshold positive, got {persistence_threshold}, {ai_threshold}.")
+        if label_chunk is not None and label_chunk < 1:
+            raise ConfigError(f"label_chunk must be positive or None, got {label_chunk}.")
+        self.epochs, self.batch_size, self.learning_rate = int(epochs), int(batch_size), float(learning_rate)
+        if alpha_every not in ALPHA_EVERY:
+            raise ConfigError(f"alpha_every must be one of {', '.join(ALPHA_EVERY)}, got {alpha_every!r}.")
+        self.alpha, self.alpha_rule, self.alpha_every, self.kappa = float(alpha), alpha_rule, alpha_every, float(kappa)
+        self.filters, self.blocks, self.perturbation = int(filters), int(blocks), perturbation
+        self.sample_size = int(sample_size)
+        self.persistence_threshold, self.ai_threshold = float(persistence_threshold), float(ai_threshold)
+        self.labels = None if labels is None else [int(lab) for lab in labels]
+        self.label_chunk = label_chunk
+
+    @classmethod
+    def _auto_preset(cls, images: np.ndarray) -> Preset:
+        batch = cls().batch_size
+        pixels = int(np.prod(images.shape[1:]))
+        chunk = max(1, MAX_STACKED_PIXELS // (batch * pixels))
+        return Preset("auto", {"label_chunk": chunk}, f"at most {chunk} labels' generators train together on {images.shape[1]}×"
+                      f"{images.shape[2]}×{images.shape[3]} images (≤ {MAX_STACKED_PIXELS:,} input pixels per step); the paper's constants otherwise")
+
+    def _labels(self, num_classes: int) -> list[int]:
+        labels = list(range(num_classes)) if self.labels is None else list(self.labels)
+        if any(not 0 <= lab < num_classes for lab in labels) or len(set(labels)) < 3:
+            raise ConfigError(f"labels must be ≥ 3 distinct classes in 0..{num_classes - 1} for a MAD test; got {labels}.")
+        return labels
+
+    # ------------------------------------------------------------------------------------------------ training
+    def sweep(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> SweptGenerators:
+        """Train the generators of every label (resuming finished chunks from ``ctx.store``)."""
+        from kerasbd.training import get_strategy
+
+        x, y = clean
+        labels = self._labels(int(model.output_shape[-1]))
+        size = self.label_chunk or len(labels)
+        chunks = [labels[i:i + size] for i in range(0, len(labels), size)]
+        store = ctx.store
+        keys = [f"generators_{k}_{len(chunk)}" for k, chunk in enumerate(chunks)]
+        resumed = sum(len(chunk) for chunk, key in zip(chunks, keys, strict=True) if store is not None and store.has(key))
+        progress = Progress(len(labels), "gangsweep generators", ctx.verbose, initial=resumed, unit="label")
+        strategy = get_strategy(ctx.strategy)
+        out: list[tuple[list[int], keras.Model]] = []
+        for k, (chunk, key) in enumerate(zip(chunks, keys, strict=True)):
+            keras.utils.set_random_seed(int(np.random.SeedSequence([ctx.seed, k]).generate_state(1)[0] % (2**31 - 1)))
+            with strategy.scope():
+                generator = resnet_generator(x.shape[1:], copies=len(chunk), filters=self.filters, blocks=self.blocks,
+                                             name=f"gangsweep_generators_{k}")
+            if store is not None and store.has(key):
+                store.load_weights(key, generator)
+            else:
+                with strategy.scope():
+                    trainer = PerturbationTrainer(generator, model, chunk, alpha=self.alpha, alpha_rule=self.alpha_rule,
+                                                 alpha_every=self.alpha_every, kappa=self.kappa)
+                    trainer.compile(optimizer=keras.optimizers.Adam(self.learning_rate))
+                trainer.fit(x, y, epochs=self.epochs, batch_size=self.batch_size * strategy.num_replicas_in_sync, shuffle=True,
+                            verbose=2 if ctx.verbose >= 2 else 0)
+                if store is not None:
+                    store.save_weights(key, generator)
+                progress.update(len(chunk))
+            out.append((chunk, generator))
+        progress.close()
+        return SweptGenerators(labels, out, unit=self.perturbation == "unit")
+
+    # ------------------------------------------------------------------------------------------------ statistics
+    def _inspect(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> InspectionResult:
+        return self.inspect_swept(model, clean, ctx)[0]
+
+    def inspect_swept(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> tuple[InspectionResult, SweptGenerators]:
+        """The inspection and the trained generators (the repair stamps their masks)."""
+        from kerasbd.metrics import mad_anomaly_index
+
+        x, y = clean
+        swept = self.sweep(model, clean, ctx)
+        labels = swept.labels
+        sample = {int(s): idx for s in np.unique(y) if len(idx := _sample(y, int(s), self.sample_size, ctx.seed)) >= 2}
+        if len(sample) < 2:
+            raise ConfigError(f"GangSweep needs at least 2 clean images of at least 2 classes; the clean labels have {len(sample)} such class.")
+        stats = {t: _label_statistics(model, swept, x, sample, t) for t in labels}
+        p = np.array([stats[t]["persistence"] for t in labels])
+        v = np.array([stats[t]["shift_variance"] for t in labels])
+        d = np.array([stats[t]["shift_distance"] for t in labels])
+        z_v, z_d = _robust_z(v, sign=-1.0), _robust_z(d, sign=1.0)
+        ai = (z_v + z_d) / 2.0
+        persistent = p >= self.persistence_threshold
+        order = np.argsort(-ai)
+        flagged = [int(labels[i]) for i in order if persistent[i] and ai[i] > self.ai_threshold]
+        score = float(ai[persistent].max()) if persistent.any() else 0.0
+        masks = np.stack([stats[t]["mean_mask"] for t in labels])
+        details = {
+            "labels": labels,
+            "persistence": dict(zip(labels, p.round(4).tolist(), strict=True)),
+            "shift_variance": dict(zip(labels, v.round(6).tolist(), strict=True)),
+            "shift_distance": dict(zip(labels, d.round(4).tolist(), strict=True)),
+            "anomaly_indices": dict(zip(labels, ai.round(4).tolist(), strict=True)),
+            "persistent_labels": [int(labels[i]) for i in np.flatnonzero(persistent)],
+            "flagged": flagged,
+            "ai_threshold": self.ai_threshold,
+            "persistence_threshold": self.persistence_threshold,
+            "sample": {s: len(idx) for s, idx in sample.items()},
+            # for reference beside AI: NC's one-sided MAD test on the mean perturbation L2 (small = suspicious)
+            "mask_l2_anomaly_index": mad_anomaly_index([stats[t]["mask_l2"] for t in labels], side="low")["anomaly_index"],
+        }
+        details["note"] = (f"label(s) {flagged} flagged" if flagged else
+                           "no label flagged" + ("" if persistent.any() else f" (no label reaches persistence {self.persistence_threshold:g})"))
+        statistics = [{"label": t, "persistence": float(p[i]), "shift_variance": float(v[i]), "shift_distance": float(d[i]),
+                       "z_variance": float(z_v[i]), "z_distance": float(z_d[i]), "anomaly_index": float(ai[i]),
+                       "mask_l2": float(stats[t]["mask_l2"]), "success": float(stats[t]["success"]), "flagged": t in flagged}
+                      for i, t in enumerate(labels)]
+        triggers = {int(t): Backdoor(AdditivePerturbation(np.clip(masks[i], -1.0, 1.0)), AllToOne(int(t)), name=f"gangsweep→{int(t)}")
+                    for i, t in enumerate(labels)}
+        result = InspectionResult(
+            self.name, labels=labels, statistics=statistics, flagged=flagged, score=score, threshold=self.ai_threshold,
+            rule=f"largest anomaly index (Z_V + Z_D) / 2 among labels with persistence ≥ {self.persistence_threshold:g} > {self.ai_threshold:g}",
+            triggers=triggers, facts={"persistent_labels": float(persistent.sum()), "max_persistence": float(p.max())},
+            details=details,
+            arrays={"labels": np.asarray(labels), "masks": masks, "persistence": p, "shift_variance": v, "shift_distance": d,
+                    "anomaly_index": ai},
+        )
+        return result, swept
+
+
+def _sample(y: np.ndarray, label: int, n: int, seed: int) -> np.ndarray:
+    idx = np.flatnonzero(y == label)
+    return np.sort(np.random.default_rng([seed, label]).permutation(idx)[:n])
+
+
+def _robust_z(values: np.ndarray, sign: float) -> np.ndarray:
+    """``sign · (u − median) / (1.4826 · MAD)`` (Eq. 8); a zero MAD gives 0 at the median and ±inf elsewhere."""
+    median = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - median)))
+    diff = sign * (values - median)
+    if mad > 0:
+        return diff / mad
+    out = np.zeros_like(diff)
+    out[diff != 0] = np.copysign(math.inf, diff[diff != 0])
+    return out
+
+
+def _label_statistics(model: keras.Model, swept: SweptGenerators, x: np.ndarray, sample: dict[int, np.ndarray], t: int) -> dict[str, Any]:
+    """P, V, D over the source classes s ≠ t, the masks' mean L2, the masks' own success and the mean mask."""
+    persistence, variance, distance, l2, success, masks = [], [], [], [], [], []
+    for s, idx in sample.items():
+        if s == t:
+            continue
+        xs = x[idx]
+        m = swept.perturb(xs, t)
+        n = len(xs)
+        # every ordered pair (j, c), c ≠ j: image j stamped with the mask generated from image c
+        j, c = np.nonzero(~np.eye(n, dtype=bool))
+        pairs = np.clip(xs[j] + m[c], 0.0, 1.0)
+        persistence.append(float(np.mean(_predict(model, pairs).argmax(1) == t)))
+        before, after = _predict(model, xs), _predict(model, np.clip(xs + m, 0.0, 1.0))
+        variance.append(float(np.var(after - before, axis=0).mean()))
+        distance.append(float(np.mean(after.max(1) - before.max(1))))
+        success.append(float(np.mean(after.argmax(1) == t)))
+        l2.append(float(np.linalg.norm(m.reshape(n, -1), axis=1).mean()))
+        masks.append(m)
+    return {"persistence": float(np.mean(persistence)), "shift_variance": float(np.mean(variance)), "shift_distance": float(np.mean(distance)),
+            "mask_l2": float(np.mean(l2)), "success": float(np.mean(success)), "mean_mask": np.concatenate(masks).mean(axis=0)}
+
+
+def _predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict(x, batch_size=512, verbose=0), np.float64)

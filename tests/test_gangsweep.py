@@ -1,0 +1,123 @@
+"""GangSweep: the stacked ResNet generators, the perturbation trainer's loss and α rule, the persistence / shift
+statistics and their anomaly index, detection and patching on the zoo's pattern BadNet, resuming."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from kerasbd.attacks import AdditivePerturbation, trigger_from_spec
+from kerasbd.defenses import DEFENSES, INSPECTORS, GangSweep, GangSweepInspector
+from kerasbd.defenses.inspection.gangsweep import _robust_z
+from kerasbd.errors import ConfigError
+from kerasbd.generators import PerturbationTrainer, resnet_generator
+from kerasbd.metrics import evaluate_backdoor
+
+
+def test_stacked_generators_are_independent_and_fit_any_image_size():
+    g = resnet_generator((12, 12, 1), copies=3, blocks=1)
+    x = np.random.default_rng(0).random((4, 12, 12, 1)).astype("float32")
+    before = np.asarray(g(x))
+    assert before.shape == (4, 3, 12, 12, 1) and np.abs(before).max() <= 1.0
+    stem = g.get_layer("stem_conv")
+    kernel, bias = stem.get_weights()
+    kernel[..., :8] += 0.5  # the first copy's filters only
+    stem.set_weights([kernel, bias])
+    change = np.abs(np.asarray(g(x)) - before).max(axis=(0, 2, 3, 4))
+    assert change[0] > 0 and change[1] == 0 and change[2] == 0
+    assert resnet_generator((55, 47, 3), blocks=1).output_shape == (None, 55, 47, 3)
+    with pytest.raises(ConfigError, match="at least 8×8"):
+        resnet_generator((6, 6, 1))
+
+
+def _trainer(rule: str, targets=(0, 1)) -> tuple[PerturbationTrainer, np.ndarray, np.ndarray]:
+    keras.utils.set_random_seed(0)
+    clf = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    trainer = PerturbationTrainer(resnet_generator((8, 8, 1), copies=len(targets), blocks=1), clf, targets=list(targets), alpha_rule=rule)
+    trainer.compile(optimizer=keras.optimizers.Adam(0.01))
+    x = np.random.default_rng(1).random((8, 8, 8, 1)).astype("float32")
+    return trainer, x, np.arange(8) % 3
+
+
+@pytest.mark.parametrize("rule, allowed", [("multiplicative", {1.0, 4.0}), ("literal", {0.5, 2.0}), ("fixed", {2.0})])
+def test_alpha_follows_eq_4_after_one_step(rule, allowed):
+    trainer, x, y = _trainer(rule)
+    terms = trainer.losses_of(x, y)
+    trainer.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    alpha = np.asarray(trainer.alpha)
+    assert set(alpha.round(6).tolist()) <= allowed
+    if rule == "multiplicative":  # halved where the perturbation term exceeded the adversarial one, else doubled
+        expected = np.where(np.asarray(terms["perturbation"]) > np.asarray(terms["adversarial"]), 1.0, 4.0)
+        assert (alpha == expected).all()  # the step's own terms decide (one batch: the same terms as computed here)
+
+
+def test_images_of_the_target_class_carry_no_adversarial_term():
+    trainer, x, _ = _trainer("fixed")
+    terms = trainer.losses_of(x, np.zeros(8, int))  # every image already of target 0
+    assert float(terms["adversarial"][0]) == 0.0 and float(terms["success"][0]) == 0.0
+    assert float(terms["perturbation"][0]) > 0.0
+
+
+def test_robust_z_scores_small_variance_and_large_distance_high():
+    v = np.array([1.0, 1.1, 0.9, 1.05, 0.95, 0.1])
+    d = np.array([2.0, 2.1, 1.9, 2.05, 1.95, 6.0])
+    assert _robust_z(v, -1.0).argmax() == 5 and _robust_z(d, 1.0).argmax() == 5
+    assert ((_robust_z(v, -1.0) + _robust_z(d, 1.0)) / 2)[5] > 2
+    assert _robust_z(np.ones(4), 1.0).tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_additive_perturbation_round_trips_through_its_spec():
+    delta = np.zeros((4, 4, 1), np.float32)
+    delta[2:, 2:] = 0.75
+    t = AdditivePerturbation(delta)
+    again = trigger_from_spec(t.to_spec())
+    assert again == t and float(again.mask((4, 4, 1)).sum()) == 3.0
+    with pytest.raises(ConfigError.__mro__[1], match="perturbation trigger"):
+        AdditivePerturbation(np.zeros((4, 4)))
+
+
+def test_gangsweep_flags_the_zoo_pattern_backdoor_and_patching_removes_it(zoo_dir, tmp_path):
+    """The real pattern BadNet (target 0) with the defender's 1,000 MNIST images and the default settings."""
+    from kerasbd import zoo
+    from kerasbd.attacks import from_spec
+    from kerasbd.experiments import mnist_split
+
+    (x_val, y_val), (x_test, y_test) = mnist_split(n_val=1000, seed=0)
+    backdoors = from_spec(zoo.get_entry("dillonsd_pattern_all_to_one")["backdoors"])
+    model = zoo.load_zoo_model("dillonsd_pattern_all_to_one")
+    result = GangSweep().run(model, (x_val, y_val), eval_data=(x_test[:2000], y_test[:2000]), backdoors=backdoors, seed=0, verbose=0,
+                             checkpoint_dir=tmp_path)
+    d = result.details
+    assert d["flagged"] == [0] and d["persistence"][0] >= 0.9 and d["anomaly_indices"][0] > 2
+    assert max(p for lab, p in d["persistence"].items() if lab != 0) < 0.9  # no other label's masks are persistent
+    assert result.metrics_before["asr"] > 0.99 and result.metrics_after["asr"] < 0.05
+    assert result.metrics_before["clean_acc"] - result.metrics_after["clean_acc"] < 0.01
+    assert d["repaired"] and "patched with the generated masks of label(s) [0]" in result.verdict()
+    assert {r["label"] for r in result.rows} == set(range(10))
+
+    # the inspection alone resumes from the checkpointed generators (nothing retrained): same verdict, pictures,
+    # and the reversed trigger of label 0 lies on the true pattern and is itself a working trigger
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished generator chunk was retrained")
+
+    original = PerturbationTrainer.fit
+    PerturbationTrainer.fit = no_training
+    try:
+        inspection = GangSweepInspector().inspect(model, (x_val, y_val), seed=0, verbose=0, checkpoint_dir=tmp_path, backdoors=backdoors)
+    finally:
+        PerturbationTrainer.fit = original
+    assert inspection.flagged == [0] and inspection.score == pytest.approx(d["anomaly_indices"][0], abs=1e-3)
+    assert {"masks", "shift_scatter", "anomaly_index"} <= set(inspection.figures)
+    assert next(r for r in inspection.trigger_match if r["label"] == 0)["target_flagged"]
+    assert evaluate_backdoor(model, x_test[:2000], y_test[:2000], [inspection.triggers[0]])["asr"] > 0.5
+
+
+def test_registered_and_configured_like_every_method():
+    assert INSPECTORS["gangsweep"] is GangSweepInspector and DEFENSES["gangsweep"] is GangSweep
+    nested = GangSweep().with_params(inspector__alpha_rule="literal", patching__stamped_fraction=0.1)
+    assert nested.inspector.alpha_rule == "literal" and nested.patching.stamped_fraction == 0.1
+    with pytest.raises(ConfigError, match="alpha_rule"):
+        GangSweepInspector(alpha_rule="sometimes")
+    with pytest.raises(ConfigError, match="perturbation"):
+        GangSweepInspector(perturbation="positive")
