@@ -10,6 +10,7 @@ import pytest
 
 from kerasbd.attacks import (
     TRIGGERS,
+    AdditivePerturbation,
     AllToAll,
     AllToOne,
     Amplified,
@@ -310,6 +311,7 @@ ALL_TRIGGERS = [
     Amplified(Patch(2, "bottom-right"), copies=9),
     Blend(np.linspace(0, 1, 12 * 12 * 3, dtype=np.float32).reshape(12, 12, 3), alpha=0.3),  # an array pattern round-trips too
     MaskedPattern(np.eye(12, dtype=np.float32) * 0.7, np.full((12, 12, 3), 0.3, np.float32)),
+    AdditivePerturbation(np.linspace(-0.5, 0.5, 12 * 12 * 3, dtype=np.float32).reshape(12, 12, 3)),
 ]
 
 

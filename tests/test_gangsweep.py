@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasbd.attacks import AdditivePerturbation, trigger_from_spec
+from kerasbd.attacks import AdditivePerturbation, AllToOne, Backdoor, trigger_from_spec
 from kerasbd.defenses import DEFENSES, INSPECTORS, GangSweep, GangSweepInspector
 from kerasbd.defenses.inspection.gangsweep import _robust_z
 from kerasbd.errors import ConfigError
@@ -96,25 +96,28 @@ def test_gangsweep_flags_the_zoo_pattern_backdoor_and_patching_removes_it(zoo_di
     assert d["repaired"] and "patched with the generated masks of label(s) [0]" in result.verdict()
     assert {r["label"] for r in result.rows} == set(range(10))
 
-    # the inspection alone resumes from the checkpointed generators (nothing retrained): same verdict, pictures,
-    # and the reversed trigger of label 0 lies on the true pattern and is itself a working trigger
+    # a rerun resumes from the checkpointed generators (nothing retrained) to the same verdict; the reversed trigger
+    # of label 0 (its mean mask) is itself a working trigger
     def no_training(*args, **kwargs):
         raise AssertionError("a finished generator chunk was retrained")
 
     original = PerturbationTrainer.fit
     PerturbationTrainer.fit = no_training
     try:
-        inspection = GangSweepInspector().inspect(model, (x_val, y_val), seed=0, verbose=0, checkpoint_dir=tmp_path, backdoors=backdoors)
+        again = GangSweep().run(model, (x_val, y_val), seed=0, verbose=0, checkpoint_dir=tmp_path)
     finally:
         PerturbationTrainer.fit = original
-    assert inspection.flagged == [0] and inspection.score == pytest.approx(d["anomaly_indices"][0], abs=1e-3)
-    assert {"masks", "shift_scatter", "anomaly_index"} <= set(inspection.figures)
-    assert next(r for r in inspection.trigger_match if r["label"] == 0)["target_flagged"]
-    assert evaluate_backdoor(model, x_test[:2000], y_test[:2000], [inspection.triggers[0]])["asr"] > 0.5
+    assert again.details["flagged"] == [0] and again.details["anomaly_indices"] == d["anomaly_indices"]
+    assert {"masks", "shift_scatter", "anomaly_index"} <= set(result.figures)
+    reversed_trigger = Backdoor(AdditivePerturbation(np.clip(result.arrays["masks"][0], -1, 1)), AllToOne(0))
+    assert evaluate_backdoor(model, x_test[:2000], y_test[:2000], [reversed_trigger])["asr"] > 0.5
 
 
 def test_registered_and_configured_like_every_method():
     assert INSPECTORS["gangsweep"] is GangSweepInspector and DEFENSES["gangsweep"] is GangSweep
+    faces, digits = np.zeros((4, 55, 47, 3), np.float32), np.zeros((4, 28, 28, 1), np.float32)
+    assert GangSweepInspector.preset("auto", digits).label_chunk >= 10 and GangSweepInspector.preset("auto", faces).label_chunk == 16
+    assert GangSweep.preset("auto", faces).inspector.label_chunk == GangSweepInspector.preset("auto", faces).label_chunk
     nested = GangSweep().with_params(inspector__alpha_rule="literal", patching__stamped_fraction=0.1)
     assert nested.inspector.alpha_rule == "literal" and nested.patching.stamped_fraction == 0.1
     with pytest.raises(ConfigError, match="alpha_rule"):

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from kerasbd.config import Configurable
-from kerasbd.defenses.base import InspectThenRepair, RunContext
+from kerasbd.defenses.base import InspectThenRepair, Preset, RunContext
 from kerasbd.defenses.inspection.gangsweep import GangSweepInspector, SweptGenerators
 from kerasbd.errors import ConfigError
 from kerasbd.models.surgery import copy_model
@@ -95,6 +95,11 @@ class GangSweep(InspectThenRepair):
         self.inspector = inspector if inspector is not None else GangSweepInspector()
         self.patching = patching if patching is not None else Patching()
         self.patch = bool(patch)
+
+    @classmethod
+    def _auto_preset(cls, images: np.ndarray) -> Preset:
+        inner = GangSweepInspector.resolve_preset("auto", images)  # the inspection's own data-dependent settings
+        return Preset(inner.name, {f"inspector__{k}": v for k, v in inner.params.items()}, inner.reason)
 
     def _inspection(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> tuple[InspectionResult, Any]:
         return self.inspector.inspect_swept(model, clean, ctx)
