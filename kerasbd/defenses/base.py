@@ -33,7 +33,8 @@ from kerasbd.metrics.detection import threshold_at_fpr
 from kerasbd.reporting import DefenseResult, InspectionResult
 from kerasbd.resume import ResumeStore, fingerprint, open_store
 
-__all__ = ["Defense", "InputDetector", "InspectThenRepair", "Method", "ModelInspector", "Preset", "Reporter", "RunContext", "ScaleWarning"]
+__all__ = ["Defense", "InputDetector", "InspectThenRepair", "Method", "ModelInspector", "Preset", "Reporter",
+           "RunContext", "ScaleWarning", "candidate_labels"]
 
 Dataset = tuple[np.ndarray, np.ndarray]
 
@@ -124,6 +125,20 @@ class Method(Configurable):
             warnings.warn(note, ScaleWarning, stacklevel=3)
         preset = getattr(self, "preset_", None)
         return {"preset": preset.to_dict() if preset is not None else None, "warnings": notes}
+
+
+def candidate_labels(labels: Sequence[int] | None, num_classes: int) -> list[int]:
+    """An inspector's hypothetical target labels (None: every class), checked: at least 3 distinct classes of the
+    model, since the outlier test is over them.
+
+    Example:
+        >>> candidate_labels(None, 4), candidate_labels([0, 2, 3], 4)
+        ([0, 1, 2, 3], [0, 2, 3])
+    """
+    chosen = list(range(num_classes)) if labels is None else [int(lab) for lab in labels]
+    if any(not 0 <= lab < num_classes for lab in chosen) or len(set(chosen)) < 3:
+        raise ConfigError(f"labels must be ≥ 3 distinct classes in 0..{num_classes - 1} for a MAD test; got {chosen}.")
+    return chosen
 
 
 class Reporter:

@@ -45,7 +45,7 @@ import keras
 import numpy as np
 
 from kerasbd.attacks import AdditivePerturbation, AllToOne, Backdoor
-from kerasbd.defenses.base import ModelInspector, Preset, RunContext
+from kerasbd.defenses.base import ModelInspector, Preset, RunContext, candidate_labels
 from kerasbd.errors import ConfigError
 from kerasbd.generators.perturbation import ALPHA_EVERY, ALPHA_RULES, PerturbationTrainer
 from kerasbd.generators.resnet import resnet_generator, stacked_output
@@ -69,14 +69,21 @@ class SweptGenerators:
     generators: list[tuple[list[int], keras.Model]]
     unit: bool
 
-    def perturb(self, x: np.ndarray, label: int, batch_size: int = 128) -> np.ndarray:
+    def perturb(self, x: np.ndarray, label: int) -> np.ndarray:
         for labels, generator in self.generators:
             if label in labels:
-                k = labels.index(label)
-                out = [np.asarray(stacked_output(generator, x[i:i + batch_size]))[:, k] for i in range(0, len(x), batch_size)]
-                p = np.concatenate(out) if out else np.zeros((0, *x.shape[1:]), np.float32)
-                return (p + 1.0) / 2.0 if self.unit else p
+                return self._masks(generator, len(labels), x)[:, labels.index(label)]
         raise ConfigError(f"label {label} was not swept; swept labels: {self.labels}.")
+
+    def perturb_all(self, x: np.ndarray) -> np.ndarray:
+        """Every swept label's masks for ``x``: (N, len(labels), H, W, C), in the order of ``labels``."""
+        return np.concatenate([self._masks(generator, len(labels), x) for labels, generator in self.generators], axis=1)
+
+    def _masks(self, generator: keras.Model, copies: int, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
+        """One chunk's masks (N, copies, H, W, C) in image units."""
+        out = [np.asarray(stacked_output(generator, x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+        p = np.concatenate(out) if out else np.zeros((0, copies, *x.shape[1:]), np.float32)
+        return (p + 1.0) / 2.0 if self.unit else p
 
     def stamp(self, x: np.ndarray, label: int) -> np.ndarray:
         """``clip(x + G_label(x), 0, 1)``: the images with their own generated masks."""
@@ -156,19 +163,13 @@ class GangSweepInspector(ModelInspector):
         return Preset("auto", {"label_chunk": chunk}, f"at most {chunk} labels' generators train together on {images.shape[1]}×"
                       f"{images.shape[2]}×{images.shape[3]} images (≤ {MAX_STACKED_PIXELS:,} input pixels per step); the paper's constants otherwise")
 
-    def _labels(self, num_classes: int) -> list[int]:
-        labels = list(range(num_classes)) if self.labels is None else list(self.labels)
-        if any(not 0 <= lab < num_classes for lab in labels) or len(set(labels)) < 3:
-            raise ConfigError(f"labels must be ≥ 3 distinct classes in 0..{num_classes - 1} for a MAD test; got {labels}.")
-        return labels
-
     # ------------------------------------------------------------------------------------------------ training
     def sweep(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> SweptGenerators:
         """Train the generators of every label (resuming finished chunks from ``ctx.store``)."""
         from kerasbd.training import get_strategy
 
         x, y = clean
-        labels = self._labels(int(model.output_shape[-1]))
+        labels = candidate_labels(self.labels, int(model.output_shape[-1]))
         size = self.label_chunk or len(labels)
         chunks = [labels[i:i + size] for i in range(0, len(labels), size)]
         store = ctx.store
@@ -212,7 +213,9 @@ class GangSweepInspector(ModelInspector):
         sample = {int(s): idx for s in np.unique(y) if len(idx := _sample(y, int(s), self.sample_size, ctx.seed)) >= 2}
         if len(sample) < 2:
             raise ConfigError(f"GangSweep needs at least 2 clean images of at least 2 classes; the clean labels have {len(sample)} such class.")
-        stats = {t: _label_statistics(model, swept, x, sample, t) for t in labels}
+        # per source class, once: its images, their clean logits and every label's masks
+        sources = {s: (x[idx], _predict(model, x[idx]), swept.perturb_all(x[idx])) for s, idx in sample.items()}
+        stats = {t: _label_statistics(model, sources, t, k) for k, t in enumerate(labels)}
         p = np.array([stats[t]["persistence"] for t in labels])
         v = np.array([stats[t]["shift_variance"] for t in labels])
         d = np.array([stats[t]["shift_distance"] for t in labels])
@@ -273,20 +276,20 @@ def _robust_z(values: np.ndarray, sign: float) -> np.ndarray:
     return out
 
 
-def _label_statistics(model: keras.Model, swept: SweptGenerators, x: np.ndarray, sample: dict[int, np.ndarray], t: int) -> dict[str, Any]:
-    """P, V, D over the source classes s ≠ t, the masks' mean L2, the masks' own success and the mean mask."""
+def _label_statistics(model: keras.Model, sources: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], t: int, k: int) -> dict[str, Any]:
+    """P, V, D of target ``t`` (the ``k``-th swept label) over the source classes s ≠ t, the masks' mean L2, the
+    masks' own success and the mean mask; ``sources`` maps s to (images, clean logits, all labels' masks)."""
     persistence, variance, distance, l2, success, masks = [], [], [], [], [], []
-    for s, idx in sample.items():
+    for s, (xs, before, all_masks) in sources.items():
         if s == t:
             continue
-        xs = x[idx]
-        m = swept.perturb(xs, t)
+        m = all_masks[:, k]
         n = len(xs)
         # every ordered pair (j, c), c ≠ j: image j stamped with the mask generated from image c
         j, c = np.nonzero(~np.eye(n, dtype=bool))
         pairs = np.clip(xs[j] + m[c], 0.0, 1.0)
         persistence.append(float(np.mean(_predict(model, pairs).argmax(1) == t)))
-        before, after = _predict(model, xs), _predict(model, np.clip(xs + m, 0.0, 1.0))
+        after = _predict(model, np.clip(xs + m, 0.0, 1.0))
         variance.append(float(np.var(after - before, axis=0).mean()))
         distance.append(float(np.mean(after.max(1) - before.max(1))))
         success.append(float(np.mean(after.argmax(1) == t)))

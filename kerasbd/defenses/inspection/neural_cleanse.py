@@ -54,7 +54,7 @@ import tensorflow as tf
 from kerasbd.attacks import AllToOne, Backdoor, MaskedPattern
 from kerasbd.attacks.masked import apply_mask_pattern
 from kerasbd.config import Configurable
-from kerasbd.defenses.base import ModelInspector, RunContext
+from kerasbd.defenses.base import ModelInspector, RunContext, candidate_labels
 from kerasbd.errors import ConfigError
 from kerasbd.metrics import mad_anomaly_index, mad_null_flag_rate
 from kerasbd.reporting import InspectionResult
@@ -361,16 +361,9 @@ class NeuralCleanseInspector(ModelInspector):
         self.labels = None if labels is None else [int(lab) for lab in labels]
         self.mad_threshold, self.quantize_masks = float(mad_threshold), bool(quantize_masks)
 
-    def _labels(self, num_classes: int) -> list[int]:
-        labels = list(range(num_classes)) if self.labels is None else list(self.labels)
-        bad = [lab for lab in labels if not 0 <= lab < num_classes]
-        if bad or len(set(labels)) < 3:
-            raise ConfigError(f"labels must be ≥ 3 distinct classes in 0..{num_classes - 1} for a MAD test; got {labels}.")
-        return labels
-
     def _inspect(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> InspectionResult:
         x, y = clean
-        labels = self._labels(int(model.output_shape[-1]))
+        labels = candidate_labels(self.labels, int(model.output_shape[-1]))
         inverted = self.inversion.run(model, x, labels, self.candidates, self.schedule, seed=ctx.seed, store=ctx.store,
                                       strategy=ctx.strategy, verbose=ctx.verbose)
         masks, patterns = inverted.stacked("mask", labels), inverted.stacked("pattern", labels)
