@@ -110,6 +110,7 @@ def build_model(config: dict[str, Any], *, trust: bool, max_params: int, source:
         ModelTooLargeError: the config describes more than ``max_params`` parameters.
         ModelFileError: Keras cannot build the config.
     """
+    _drop_compile_configs(config)
     check_config(config, trust=trust)
     shapes = _declared_weight_shapes(config, trust, source)
     total = sum(math.prod(shape) for _, shape in shapes)
@@ -189,6 +190,17 @@ def _architecture_model(architecture: str | keras.Model) -> keras.Model:
     return model
 
 
+def _drop_compile_configs(config: Any) -> None:
+    """Models load uncompiled, nested ones too (a fine-tuned model inside a defended one keeps its own): the
+    optimizer and loss configs are never built."""
+    level = [config]
+    while level:  # iterative: the depth was bounded when the JSON was parsed
+        for node in level:
+            if isinstance(node, dict):
+                node.pop("compile_config", None)
+        level = [child for node in level for child in (node.values() if isinstance(node, dict) else node if isinstance(node, list) else ())]
+
+
 def _load_keras_archive(model_file: ModelFile, trust: bool, limits: Limits) -> tuple[keras.Model, dict[str, Any]]:
     source = str(model_file.path)
     hint = "If the model really needs more, pass load_model(..., max_config_bytes=N)."
@@ -200,7 +212,6 @@ def _load_keras_archive(model_file: ModelFile, trust: bool, limits: Limits) -> t
         metadata = _archive_json(archive, "metadata.json", source, limits.max_config_bytes, hint) if "metadata.json" in names else {}
         if not isinstance(config, dict) or not isinstance(metadata, dict):
             raise ModelFileError(f"{source}: config.json or metadata.json is not a JSON object; the archive is malformed.")
-        config.pop("compile_config", None)  # models load uncompiled: the optimizer and loss config is never built
         model = build_model(config, trust=trust, max_params=limits.max_params, source=source)
         weights = read_member(archive, "model.weights.h5", _weights_file_limit(model), source=source,
                               hint="A model.weights.h5 larger than its model needs is malformed or hostile.")

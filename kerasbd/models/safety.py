@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import json
 from typing import Any
 
@@ -49,6 +50,9 @@ _CATEGORIES = {
     "keras.dtype_policies": (keras.dtype_policies, keras.dtype_policies.DTypePolicy),
 }
 _PUBLIC = {"keras": keras, "keras.models": keras.models, **{name: ns for name, (ns, _) in _CATEGORIES.items()}}
+# Modules defining kerasbd's registered Keras objects: a file may hold them before the caller imported any.
+_KERASBD_MODULES = ("kerasbd.transforms.keras_layer", "kerasbd.generators.layers", "kerasbd.generators.pool",
+                    "kerasbd.generators.schedules", "kerasbd.models.spec", "kerasbd.models.classifier")
 # A function whose module is "builtins" is looked up by Keras in each of these namespaces (in no fixed order).
 _BUILTINS_SEARCHED = ("activations", "constraints", "initializers", "losses", "metrics", "optimizers", "regularizers")
 
@@ -172,7 +176,14 @@ def check_config(config: Any, *, trust: bool = False) -> None:
         kerasbd.errors.UnsafeModelError: layer 'l' (Lambda) holds Python bytecode (key 'class_name'). ...
     """
     check_depth(config)
+    _register_kerasbd_objects()
     _walk(config, _Where("<model>", "model"), is_layer=True, trust=trust)
+
+
+@functools.lru_cache(maxsize=1)
+def _register_kerasbd_objects() -> None:
+    for module in _KERASBD_MODULES:
+        importlib.import_module(module)
 
 
 def _walk(node: Any, where: _Where, *, is_layer: bool, trust: bool) -> None:
@@ -202,7 +213,7 @@ def _check_object(node: dict[str, Any], cls: str, where: _Where, *, trust: bool)
     if cls in _CODE_LAYERS:
         if not trust:
             raise _refuse(where, _CODE_LAYERS[cls], "class_name")
-    elif cls in _VALUE_MARKERS:
+    elif cls in _VALUE_MARKERS or _is_kerasbd_component(node, cls, where):
         return
     elif trust:
         _check_known(node, cls, where)
@@ -230,6 +241,17 @@ def _is_kerasbd_object(node: dict[str, Any], cls: str, where: _Where) -> bool:
         if obj is not None and obj.__name__ == cls:
             return True
     raise _refuse(where, f"names the registered object {registered!r}, which is neither a Keras built-in nor a kerasbd layer", "registered_name")
+
+
+def _is_kerasbd_component(node: dict[str, Any], cls: str, where: _Where) -> bool:
+    """A kerasbd component (a transform) inside a kerasbd layer's config: kerasbd rebuilds it from its own registry
+    of classes (:func:`kerasbd.config.deserialize`) and their constructor arguments, importing nothing the file names."""
+    from kerasbd.config import COMPONENTS
+
+    if "module" in node or "registered_name" in node or keras.saving.get_registered_object(f"kerasbd>{where.cls}") is None:
+        return False
+    component = COMPONENTS.get(cls)
+    return component is not None and component.__module__.startswith("kerasbd.")
 
 
 def _check_class(node: dict[str, Any], cls: str, where: _Where) -> None:

@@ -180,11 +180,17 @@ def load_keras3_weights(model: keras.Model, f: h5py.File, source: str) -> None:
             raise WeightsMismatchError(f"{source}: the stored weights do not fit the model: {exc}") from None
 
 
+def _is_optimizer_state(parts: list[str]) -> bool:
+    """``optimizer/...`` of the model or of a nested compiled model (``layers/<model>/optimizer/...``); a layer
+    named "optimizer" sits at ``layers/optimizer``."""
+    return any(part == "optimizer" and (i == 0 or parts[i - 1] != "layers") for i, part in enumerate(parts))
+
+
 def _model_datasets(f: h5py.File) -> dict[str, h5py.Dataset]:
     found: dict[str, h5py.Dataset] = {}
 
     def collect(name: str, obj: object) -> None:
-        if isinstance(obj, h5py.Dataset) and name.split("/")[0] != "optimizer":
+        if isinstance(obj, h5py.Dataset) and not _is_optimizer_state(name.split("/")):
             found[name] = obj
 
     f.visititems(collect)

@@ -31,7 +31,7 @@ class TransformedBatches(keras.utils.PyDataset):
     Feed it to ``model.fit`` to turn any fine-tuning into a GYM or NNoculation-style defense: the transform
     gets the batch (canonical float32 images) and a ``numpy.random.Generator`` seeded from ``seed``, epoch and
     batch index, so a run is reproducible. ``mix_clean=True`` appends the untransformed batch as NNoculation
-    does (clean + augmented copies).
+    does (clean + augmented copies), or the batch through ``mix_transform`` when one is given.
 
     Example:
         >>> import numpy as np
@@ -51,6 +51,7 @@ class TransformedBatches(keras.utils.PyDataset):
         seed: int = 0,
         shuffle: bool = True,
         mix_clean: bool = False,
+        mix_transform: BatchTransform | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -58,7 +59,7 @@ class TransformedBatches(keras.utils.PyDataset):
             raise ConfigError(f"batch_size must be positive, got {batch_size}.")
         self.x, self.y = x, y
         self.batch_size, self.transform, self.seed = int(batch_size), transform, int(seed)
-        self.shuffle, self.mix_clean = shuffle, mix_clean
+        self.shuffle, self.mix_clean, self.mix_transform = shuffle, mix_clean, mix_transform
         self.epoch = 0
         self._order = self._permutation()
 
@@ -76,6 +77,8 @@ class TransformedBatches(keras.utils.PyDataset):
             rng = np.random.default_rng([self.seed, self.epoch, index])
             xt = np.asarray(self.transform(xb, rng), dtype=np.float32)
             if self.mix_clean:
+                if self.mix_transform is not None:
+                    xb = np.asarray(self.mix_transform(xb, np.random.default_rng([self.seed, self.epoch, index, 1])), dtype=np.float32)
                 return np.concatenate([xt, xb]), np.concatenate([yb, yb])
             return xt, yb
         return xb, yb
@@ -116,6 +119,7 @@ def fit_classifier(
     learning_rate: float | None = None,
     transform: BatchTransform | None = None,
     mix_clean: bool = False,
+    mix_transform: BatchTransform | None = None,
     validation_data: tuple[np.ndarray, np.ndarray] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     seed: int = 0,
@@ -130,6 +134,7 @@ def fit_classifier(
         epochs, batch_size, optimizer, learning_rate: the usual; ``optimizer`` is a name, config or instance.
         transform: optional per-batch image transform ``f(batch, rng) -> batch``.
         mix_clean: with ``transform``, train on transformed and clean copies of each batch.
+        mix_transform: with ``mix_clean``, the transform the mixed-in copy passes through (default: none).
         validation_data: optional (x, y) evaluated each epoch (``val_accuracy`` in the history).
         callbacks: Keras callbacks (e.g. :class:`kerasbd.callbacks.BackdoorMetrics`).
         seed: seeds shuffling, the transform and Keras' own randomness (dropout).
@@ -147,7 +152,7 @@ def fit_classifier(
     keras.utils.set_random_seed(seed)
     strat = get_strategy(strategy)
     global_batch = batch_size * strat.num_replicas_in_sync if strat.num_replicas_in_sync > 1 else batch_size
-    data = TransformedBatches(x, y, global_batch, transform, seed=seed, mix_clean=mix_clean)
+    data = TransformedBatches(x, y, global_batch, transform, seed=seed, mix_clean=mix_clean, mix_transform=mix_transform)
     distributed = strat is not tf.distribute.get_strategy()
     with strat.scope():
         net = keras.models.clone_model(model) if distributed else model

@@ -83,6 +83,8 @@ class GYM(Defense):
         intensive: the fine-tuning transform; None = :class:`kerasbd.transforms.GYMIntensive` (the original's).
         lightweight: the inference transform; None = :class:`kerasbd.transforms.GYMLightweight` (the original's).
         mix_clean: train on each transformed batch together with its clean copy (original: False).
+        mix_lightweight: with ``mix_clean``, that copy passes through the lightweight function, so the model is
+            adapted to the inputs it serves (original: False; the original fine-tunes through the intensive one only).
 
     ``result.model`` is ``with_preprocessing(fine_tuned, lightweight, seed=seed)``: canonical images in, logits
     out; its preprocessing layer draws a reproducible random sequence from the run's seed (also after reloading).
@@ -109,6 +111,7 @@ class GYM(Defense):
         intensive: Transform | None = None,
         lightweight: Transform | None = None,
         mix_clean: bool = False,
+        mix_lightweight: bool = False,
     ) -> None:
         if rounds < 1 or epochs_per_round < 1:
             raise ConfigError(f"rounds and epochs_per_round must be at least 1, got {rounds} and {epochs_per_round}.")
@@ -123,7 +126,7 @@ class GYM(Defense):
         self.batch_size, self.optimizer, self.learning_rate = batch_size, optimizer, learning_rate
         self.intensive = intensive if intensive is not None else GYMIntensive()
         self.lightweight = lightweight if lightweight is not None else GYMLightweight()
-        self.mix_clean = bool(mix_clean)
+        self.mix_clean, self.mix_lightweight = bool(mix_clean), bool(mix_lightweight)
 
     @classmethod
     def _auto_preset(cls, images: np.ndarray) -> Preset:
@@ -153,7 +156,8 @@ class GYM(Defense):
         tuned = copy_model(model)
         history = fit_classifier(
             tuned, *clean, epochs=self.rounds * self.epochs_per_round, batch_size=self.batch_size,
-            optimizer=self.optimizer, learning_rate=self.learning_rate, transform=intensive, mix_clean=self.mix_clean, seed=ctx.seed,
+            optimizer=self.optimizer, learning_rate=self.learning_rate, transform=intensive, mix_clean=self.mix_clean,
+            mix_transform=lightweight if self.mix_lightweight else None, seed=ctx.seed,
             strategy=ctx.strategy, verbose=ctx.verbose,
         )
         defended = with_preprocessing(tuned, lightweight, seed=ctx.seed)
