@@ -237,13 +237,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _setup(args: argparse.Namespace, registry: dict[str, Any], kind: str) -> tuple[Any, list[Any], Any, tuple[np.ndarray, np.ndarray]]:
+def _setup(args: argparse.Namespace, registry: dict[str, Any], kind: str) -> tuple[Any, list[Any], Any, tuple[np.ndarray, np.ndarray] | None]:
     """The configured method, the trigger's backdoors, the model and the clean data — options and ``--out`` checked
     first, the input range checked on the clean data, the settings printed."""
     cls, params = _method_class(registry, kind, args.method, args.set, args.preset)
+    if args.clean is None and cls.requires_clean:
+        raise ConfigError(f"{kind} {args.method} needs the defender's clean data: pass --clean FILE (only data-free methods run without).")
     _check_out(args.out)
     backdoors, spec = _load_trigger(args.trigger)
     clf = _load_model(args, spec)
+    if args.clean is None:  # a data-free method: its settings follow the model's input shape
+        from kerasbd.models import as_logits_model
+
+        if getattr(args, "holdout", 0.0):
+            raise ConfigError("--holdout splits --clean, and there is none: give --test for the before/after metrics.")
+        shape = as_logits_model(clf).input_shape[1:]
+        return _configured(cls, args.preset, params, np.zeros((0, *shape), np.float32), args.verbose), backdoors, clf, None
     clean = _load_data(args.clean)
     _check_input_range(args, clf, *clean, "--clean")
     return _configured(cls, args.preset, params, clean[0], args.verbose), backdoors, clf, clean
@@ -271,7 +280,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
 
     defense, backdoors, clf, clean = _setup(args, DEFENSES, "defense")
     eval_data = _load_data(args.test) if args.test else None
-    if eval_data is None and args.holdout:
+    if eval_data is None and args.holdout and clean is not None:  # without --clean, _setup has refused --holdout
         from kerasbd.data import split_defender
 
         if args.holdout * len(clean[0]) < 1 or (1.0 - args.holdout) * len(clean[0]) < 1:
@@ -429,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="is the model backdoored, and towards which label? (no trigger needed)")
     p.add_argument("method", choices=sorted(INSPECTORS), help="inspector")
     _model_args(p)
-    p.add_argument("--clean", required=True, help="the defender's clean data (labels used when present)")
+    p.add_argument("--clean", help="the defender's clean data (labels used when present); data-free methods need none")
     _method_args(p, INSPECTORS)
     _run_args(p)
     p.add_argument("--out", help="output folder (result.json, result.md, plots, reversed_triggers.json)")
@@ -439,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("defend", help="repair or wrap a model with a defense")
     p.add_argument("method", choices=sorted(DEFENSES), help="defense")
     _model_args(p)
-    p.add_argument("--clean", required=True, help="the defender's clean data")
+    p.add_argument("--clean", help="the defender's clean data; data-free methods need none")
     p.add_argument("--test", help="held-out labelled data for before/after metrics")
     p.add_argument("--holdout", type=_fraction, default=0.0, help="without --test: fraction of --clean held out for evaluation")
     _method_args(p, DEFENSES)

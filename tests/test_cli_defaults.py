@@ -175,6 +175,9 @@ def test_default_output_has_no_tensorflow_start_up_and_no_epoch_lines(badnet_fil
     assert "Epoch" not in quiet.stdout + quiet.stderr and "step" not in quiet.stdout
     assert quiet.stdout.splitlines()[0].startswith("settings: gym preset small-images")
     assert "Epoch" not in (tmp_path / "quiet" / "result.md").read_text()
+    # the defended model (its preprocessing a kerasbd layer, its fine-tuned core compiled) loads safely in a fresh process
+    reloaded = _cli(["evaluate", "--model", str(tmp_path / "quiet" / "model.keras"), "--data", str(badnet_files / "clean.npz")])
+    assert reloaded.returncode == 0 and "clean_acc" in reloaded.stdout, reloaded.stderr
     # asked for after the subcommand, the epoch lines come (so the check above can fail); warnings are one line each
     loud = _cli([*argv, "--preset", "original", "-v", "2"])
     assert loud.returncode == 0 and "Epoch 1/2" in loud.stdout

@@ -137,6 +137,11 @@ class TestTraining:
         np.testing.assert_array_equal(a, b)
         mixed = TransformedBatches(x, np.zeros(10, int), 4, noisy, seed=5, mix_clean=True)[0]
         assert mixed[0].shape[0] == 8
+        clean_half = TransformedBatches(x, np.zeros(10, int), 4, noisy, seed=5, mix_clean=True, shuffle=False)[0][0][4:]
+        np.testing.assert_array_equal(clean_half, x[:4])
+        # GYM's mix_lightweight: the mixed-in copy goes through its own transform instead
+        through = TransformedBatches(x, np.zeros(10, int), 4, noisy, seed=5, mix_clean=True, shuffle=False, mix_transform=lambda b, rng: 1 - b)
+        np.testing.assert_allclose(through[0][0][4:], 1 - x[:4])
 
     def test_fit_learns_separable_task(self):
         rng = np.random.default_rng(0)

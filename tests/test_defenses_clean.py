@@ -223,7 +223,7 @@ def test_gym_presets_keep_original_defaults_and_scale_small_images():
     original, small = GYM.preset("original"), GYM.preset("small-images", rounds=2)
     assert original.get_config() == GYM().get_config()
     assert (GYM().optimizer, GYM().learning_rate, GYM().rounds, GYM().batch_size, GYM().mix_clean) == ("adadelta", 0.03, 5, 10, False)
-    assert small.rounds == 2 and small.mix_clean and small.optimizer == "adam"
+    assert small.rounds == 2 and small.mix_clean and small.mix_lightweight and small.optimizer == "adam"
     intensive, lightweight = small.intensive, small.lightweight
     steps = [type(t).__name__ for t in intensive.transforms]
     assert "Downscale" not in steps  # the 0.25 nearest down/up-scale would leave 7x7 pixels of a digit
@@ -266,4 +266,7 @@ def test_gym_mix_clean_trains_on_clean_copies(badnet, monkeypatch):
     monkeypatch.setattr(training, "fit_classifier", spy)
     x, y = badnet.val
     GYM(rounds=1, batch_size=32, mix_clean=True).run(badnet.model, (x[:64], y[:64]), seed=0, verbose=0)
-    assert seen["mix_clean"] is True and seen["epochs"] == 1
+    assert seen["mix_clean"] is True and seen["epochs"] == 1 and seen["mix_transform"] is None
+    gym = GYM(rounds=1, batch_size=32, mix_clean=True, mix_lightweight=True)
+    gym.run(badnet.model, (x[:64], y[:64]), seed=0, verbose=0)
+    assert seen["mix_transform"] is gym.lightweight

@@ -407,3 +407,30 @@ def test_gzip_compressed_weights_load_exactly(tmp_path):
             f.create_dataset(name, data=data, chunks=(5, 3), compression="gzip", shuffle=True)
     x = np.random.default_rng(1).normal(size=(7, 16)).astype("float32")
     np.testing.assert_allclose(load_model(path).predict_logits(x), mlp_reference_logits(weights, x), rtol=1e-4, atol=1e-4)
+
+
+def _transform_layer(transform: dict) -> dict:
+    return {"module": None, "class_name": "TransformLayer", "registered_name": "kerasbd>TransformLayer",
+            "config": {"name": "preprocessing", "transform": transform, "seed": 0}}
+
+
+def test_kerasbd_transform_inside_a_kerasbd_layer_is_plain_data():
+    """A GYM-defended model: kerasbd rebuilds the transform from its own classes, so it loads without trust."""
+    gym = {"class_name": "GYMLightweight", "config": {"median_ksize": 3}}
+    check_config({"module": "keras", "class_name": "Sequential", "config": {"name": "s", "layers": [_transform_layer(gym)]}})
+
+
+@pytest.mark.parametrize("transform, message", [
+    ({"class_name": "GYMLightweight", "module": "os", "config": {}}, r"names the Python module 'os'"),
+    ({"class_name": "Popen", "config": {}}, r"is not a Keras built-in class \('Popen'\)"),
+], ids=["module", "unknown-class"])
+def test_only_kerasbd_components_without_a_module_pass_inside_kerasbd_layers(transform, message):
+    with pytest.raises(UnsafeModelError, match=message):
+        check_config({"module": "keras", "class_name": "Sequential", "config": {"name": "s", "layers": [_transform_layer(transform)]}})
+
+
+def test_a_kerasbd_component_outside_a_kerasbd_layer_is_refused():
+    dense = {"module": "keras.layers", "class_name": "Dense", "config": {"name": "d", "units": 2,
+                                                                          "kernel_initializer": {"class_name": "GYMLightweight", "config": {}}}}
+    with pytest.raises(UnsafeModelError, match=r"is not a Keras built-in class \('GYMLightweight'\)"):
+        check_config({"module": "keras", "class_name": "Sequential", "config": {"name": "s", "layers": [dense]}})

@@ -13,28 +13,31 @@ The registries are plain dicts keyed by each class's ``name``; the CLI takes its
 Example:
     >>> from kerasbd.defenses import DEFENSES, INSPECTORS
     >>> DEFENSES["gym"]().rounds, sorted(INSPECTORS)
-    (5, ['gangsweep', 'neural-cleanse'])
+    (5, ['deepinspect', 'gangsweep', 'neural-cleanse'])
 """
 
 from kerasbd.defenses.base import Defense, InputDetector, ModelInspector
 from kerasbd.defenses.detection.feature_squeezing import FeatureSqueezing
 from kerasbd.defenses.detection.strip import STRIP
+from kerasbd.defenses.inspection.deepinspect import DeepInspectInspector
 from kerasbd.defenses.inspection.gangsweep import GangSweepInspector
 from kerasbd.defenses.inspection.neural_cleanse import NeuralCleanseInspector
 from kerasbd.defenses.purification.wrappers import FlipDefense, GYMInference, ShrinkPadDefense
+from kerasbd.defenses.repair.deepinspect import DeepInspect
 from kerasbd.defenses.repair.fine_pruning import FinePruning
-from kerasbd.defenses.repair.gangsweep import GangSweep, Patching
+from kerasbd.defenses.repair.gangsweep import GangSweep
 from kerasbd.defenses.repair.gym import GYM
 from kerasbd.defenses.repair.nnoculation import NNoculationPre
+from kerasbd.defenses.repair.patching import Patching
 from kerasbd.defenses.repair.unlearning import NeuralCleanse, Unlearning
 
 DEFENSES: dict[str, type[Defense]] = {
-    cls.name: cls for cls in (GYM, NNoculationPre, FinePruning, NeuralCleanse, GangSweep, ShrinkPadDefense, FlipDefense, GYMInference)
+    cls.name: cls for cls in (GYM, NNoculationPre, FinePruning, NeuralCleanse, GangSweep, DeepInspect, ShrinkPadDefense, FlipDefense, GYMInference)
 }
 DETECTORS: dict[str, type[InputDetector]] = {cls.name: cls for cls in (STRIP, FeatureSqueezing)}
-INSPECTORS: dict[str, type[ModelInspector]] = {cls.name: cls for cls in (NeuralCleanseInspector, GangSweepInspector)}
+INSPECTORS: dict[str, type[ModelInspector]] = {cls.name: cls for cls in (NeuralCleanseInspector, GangSweepInspector, DeepInspectInspector)}
 
 __all__ = ["DEFENSES", "DETECTORS", "INSPECTORS", "Defense", "InputDetector", "ModelInspector", "GYM", "NNoculationPre",
            "FinePruning", "NeuralCleanse", "NeuralCleanseInspector",
-           "GangSweep", "GangSweepInspector", "Patching", "Unlearning", "STRIP", "FeatureSqueezing",
+           "GangSweep", "GangSweepInspector", "DeepInspect", "DeepInspectInspector", "Patching", "Unlearning", "STRIP", "FeatureSqueezing",
            "ShrinkPadDefense", "FlipDefense", "GYMInference"]

@@ -39,6 +39,11 @@ __all__ = ["Defense", "InputDetector", "InspectThenRepair", "Method", "ModelInsp
 Dataset = tuple[np.ndarray, np.ndarray]
 
 
+#: Input pixels (batch × labels × H × W × C) of one training step that an ``"auto"`` preset allows when it chooses
+#: how many label hypotheses train together (GangSweep, DeepInspect): all 10 MNIST labels at once, GTSRB's 43 in two.
+MAX_STACKED_PIXELS = 2**22
+
+
 class ScaleWarning(UserWarning):
     """A setting meant for another scale of data (face-size filters on 28×28 digits, a batch larger than the
     clean set): the run goes on, the warning is printed and kept in the result."""
@@ -75,6 +80,8 @@ class Method(Configurable):
     preset_: Preset
     #: Named settings besides the class defaults; "original" = the defaults themselves.
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"original": {}}
+    #: False for data-free methods (DeepInspect, DHBE): ``clean=None`` is then accepted, and an empty set is passed on.
+    requires_clean: ClassVar[bool] = True
 
     @classmethod
     def preset_names(cls) -> list[str]:
@@ -165,6 +172,11 @@ class Reporter:
         """True when evaluation data are given (stage rows are measured)."""
         return self._eval is not None
 
+    @property
+    def backdoors(self) -> list[Any]:
+        """The known triggers given for evaluation (empty when none): for reporting, never for the method's decisions."""
+        return list(self._backdoors)
+
     def measure(self, model: Any, size: int | None = None) -> dict[str, Any]:
         """Backdoor metrics of ``model`` on ``size`` evaluation images (None = all). Measured once per model and
         size: a model behind stochastic preprocessing (GYM) then shows one figure in its stage row and summary."""
@@ -207,13 +219,18 @@ class RunContext:
     report: Reporter = dataclasses.field(default_factory=Reporter)
 
 
-def _prepare(model: Any, clean: Any, name: str = "clean") -> tuple[Any, Dataset]:
-    """The logits model and the validated clean data (labels optional: None → the model's own predictions)."""
+def _prepare(model: Any, clean: Any, method: Method, name: str = "clean") -> tuple[Any, Dataset]:
+    """The logits model and the validated clean data (labels optional: None → the model's own predictions; no data
+    at all, for a data-free method: an empty set of the model's image shape)."""
     from kerasbd.models import as_logits_model
     from kerasbd.validation import check_dataset, check_images
 
     net = as_logits_model(model)
     shape, classes = net.input_shape[1:], int(net.output_shape[-1])
+    if clean is None:
+        if method.requires_clean:
+            raise ConfigError(f"{method.name} needs the defender's clean data: pass clean=(x, y).")
+        return net, (np.zeros((0, *shape), np.float32), np.zeros(0, np.int64))
     if isinstance(clean, tuple) and len(clean) == 2 and clean[1] is not None:
         return net, check_dataset(*clean, num_classes=classes, image_shape=shape, name=name)
     x = check_images(clean[0] if isinstance(clean, tuple) else clean, name=f"{name} images", image_shape=shape)
@@ -246,7 +263,7 @@ class Defense(Method, abc.ABC):
     def run(
         self,
         model: Any,
-        clean: tuple[np.ndarray, np.ndarray],
+        clean: tuple[np.ndarray, np.ndarray] | None,
         *,
         eval_data: tuple[np.ndarray, np.ndarray] | None = None,
         backdoors: Sequence[Any] | None = None,
@@ -261,7 +278,7 @@ class Defense(Method, abc.ABC):
         Args:
             model: a :class:`kerasbd.models.Classifier` or a Keras model mapping canonical images to logits.
                 It is not modified; the result holds a new model.
-            clean: the defender's small clean set ``(x, y)``.
+            clean: the defender's small clean set ``(x, y)``; None for a data-free defense (``requires_clean`` False).
             eval_data: held-out ``(x, y)`` on which ``metrics_before``/``metrics_after`` and the reported stages
                 are measured; never passed to the method.
             backdoors: known trigger(s) (:class:`kerasbd.attacks.Backdoor`) used only for evaluation.
@@ -275,9 +292,9 @@ class Defense(Method, abc.ABC):
         from kerasbd.reporting.figures import figures_for
         from kerasbd.validation import check_dataset
 
-        if not (isinstance(clean, tuple) and len(clean) == 2 and clean[1] is not None):
+        if clean is not None and not (isinstance(clean, tuple) and len(clean) == 2 and clean[1] is not None):
             raise ConfigError("a defense needs labelled clean data: pass clean=(x, y).")
-        net, clean = _prepare(model, clean)
+        net, clean = _prepare(model, clean, self)
         if eval_data is not None:
             eval_data = check_dataset(*eval_data, num_classes=int(net.output_shape[-1]), image_shape=net.input_shape[1:], name="evaluation")
         backdoors = list(backdoors or [])
@@ -318,7 +335,7 @@ class ModelInspector(Method, abc.ABC):
     def inspect(
         self,
         model: Any,
-        clean: tuple[np.ndarray, np.ndarray | None] | np.ndarray,
+        clean: tuple[np.ndarray, np.ndarray | None] | np.ndarray | None,
         *,
         seed: int = 0,
         strategy: Any = None,
@@ -331,7 +348,8 @@ class ModelInspector(Method, abc.ABC):
 
         Args:
             model: a :class:`kerasbd.models.Classifier` or a Keras model mapping canonical images to logits.
-            clean: ``(x, y)``, or images ``x`` alone (their labels are then the model's own predictions).
+            clean: ``(x, y)``, or images ``x`` alone (their labels are then the model's own predictions); None for
+                a data-free inspector (``requires_clean`` False).
             seed, strategy, checkpoint_dir, restart, verbose: as for :meth:`Defense.run`.
             backdoors: the true trigger(s) when known, for reporting only: the result then says how much of
                 each reversed trigger lies on the true one (``result.trigger_match``).
@@ -339,7 +357,7 @@ class ModelInspector(Method, abc.ABC):
         from kerasbd.reporting.figures import figures_for
         from kerasbd.reporting.triggers import trigger_match
 
-        net, clean = _prepare(model, clean)
+        net, clean = _prepare(model, clean, self)
         start = time.perf_counter()
         settings = self._settings(clean[0])
         ctx = _context(self, net, clean, seed=seed, strategy=strategy, verbose=verbose, checkpoint_dir=checkpoint_dir,
@@ -365,8 +383,8 @@ class ModelInspector(Method, abc.ABC):
 
 class InspectThenRepair(Defense, abc.ABC):
     """A defense that runs an inspector and repairs the model only when labels are flagged (Neural Cleanse's
-    unlearning, GangSweep's patching). ``result.details`` holds the inspection's findings, its ``verdict`` and
-    ``repaired``; the verdict line states the inspection, then what was done.
+    unlearning, GangSweep's patching). ``result.details`` holds the inspection's findings, its ``verdict``, ``score``,
+    ``repaired`` and, with known triggers, ``trigger_match`` (see :attr:`InspectionResult.trigger_match`); the verdict line states the inspection, then what was done.
 
     Subclasses implement :meth:`_inspection` (the result and whatever the repair needs from it) and
     :meth:`_repair`, and set :attr:`repair_switch` (the constructor switch that disables the repair).
@@ -396,7 +414,12 @@ class InspectThenRepair(Defense, abc.ABC):
         else:
             action += self._unflagged_note(inspection)
         note = f"{inspection.verdict().partition(': ')[2]}; {action}"
-        details = {**inspection.details, "verdict": inspection.verdict(), "repaired": repaired is not model, "note": note}
+        details = {**inspection.details, "verdict": inspection.verdict(), "score": inspection.score, "repaired": repaired is not model,
+                   "note": note}
+        if ctx.report.backdoors:  # known triggers (reporting only): how close the reversed ones came
+            from kerasbd.reporting.triggers import trigger_match
+
+            details["trigger_match"] = trigger_match(inspection, ctx.report.backdoors, clean[0])
         return DefenseResult(self.name, model=repaired, details=details, rows=inspection.statistics, arrays=inspection.arrays)
 
 

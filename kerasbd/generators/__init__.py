@@ -8,18 +8,21 @@ file using them loads after ``import kerasbd.generators``.
 
 :func:`resnet_generator` is Johnson et al.'s image-to-image ResNet generator, optionally several independent ones
 computed as one model (GangSweep's per-label perturbation generators; the CycleGAN's generators are single ones);
-:class:`PerturbationTrainer` trains such a stack towards one target label per copy against a frozen classifier.
+:class:`PerturbationTrainer` trains such a stack towards one target label per copy against a frozen classifier;
+:func:`conditional_generator` is DeepInspect's label-conditioned ``G(z, t)``, trained by
+:class:`ConditionalTriggerTrainer` (with the optional GAN term's :func:`patch_discriminator`).
 
-Built on these later: DeepInspect's conditional generator, DHBE's data-free adversarial distillation, and the
+Built on these later: DHBE's data-free adversarial distillation, and the
 CycleGAN that learns the attacker's trigger for NNoculation.
 """
 
 from kerasbd.generators.adversarial import AdversarialModel, apply_mean_gradient
+from kerasbd.generators.conditional import ConditionalTriggerTrainer, conditional_generator, patch_discriminator
 from kerasbd.generators.layers import GroupedConv2D, ReflectionPadding2D, instance_norm
 from kerasbd.generators.perturbation import PerturbationTrainer
 from kerasbd.generators.pool import ImagePool
 from kerasbd.generators.resnet import resnet_generator
 from kerasbd.generators.schedules import LinearDecay
 
-__all__ = ["AdversarialModel", "GroupedConv2D", "ImagePool", "LinearDecay", "PerturbationTrainer", "ReflectionPadding2D",
-           "apply_mean_gradient", "instance_norm", "resnet_generator"]
+__all__ = ["AdversarialModel", "ConditionalTriggerTrainer", "GroupedConv2D", "ImagePool", "LinearDecay", "PerturbationTrainer", "ReflectionPadding2D",
+           "apply_mean_gradient", "conditional_generator", "instance_norm", "patch_discriminator", "resnet_generator"]

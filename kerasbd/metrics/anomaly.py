@@ -19,6 +19,7 @@ def mad_anomaly_index(
     threshold: float = 2.0,
     side: str = "low",
     labels: Sequence[int] | None = None,
+    spread: str = "mad",
 ) -> dict[str, Any]:
     """Neural Cleanse's anomaly index over one value per label (e.g. the L1 norm of each reversed trigger mask).
 
@@ -26,10 +27,13 @@ def mad_anomaly_index(
     With ``side="low"`` (NC: a backdoor target needs an unusually *small* trigger) only labels at or below the
     median are candidates, ``flagged`` lists those with index > ``threshold`` (most anomalous first) and
     ``anomaly_index`` is NC's reported figure ``|min(v) − median| / mad``. ``side="high"`` mirrors this for large
-    values; ``side="both"`` considers every label and reports the largest index.
+    values; ``side="both"`` considers every label and reports the largest index. ``spread="double"`` is the
+    double MAD (DeepInspect's test): a value below the median is scaled by the MAD of the values at or below it,
+    one above by that of the values at or above it, so a skewed spread on the other side does not mask an outlier.
 
     Returns:
-        dict with ``median``, ``mad``, ``anomaly_index``, ``indices`` (per label), ``flagged`` (labels),
+        dict with ``median``, ``mad`` (with ``spread="double"``: that of the tested side; ``mad_low`` and
+        ``mad_high`` besides), ``anomaly_index``, ``indices`` (per label), ``flagged`` (labels),
         ``labels``, ``threshold``, ``consistency``, ``side``. A zero MAD gives index ``inf`` for labels away
         from the median and 0 at it.
 
@@ -37,6 +41,9 @@ def mad_anomaly_index(
         >>> r = mad_anomaly_index([10.0, 11.0, 9.0, 10.5, 9.5, 2.0])
         >>> r["flagged"], round(r["anomaly_index"], 2)
         ([5], 6.97)
+        >>> r = mad_anomaly_index([1.0, 2.0, 3.0, 10.0, 30.0], spread="double")  # MAD of 1, 2, 3 is 1
+        >>> round(r["mad_low"], 4), round(r["anomaly_index"], 3)
+        (1.4826, 1.349)
     """
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     if v.size < 3:
@@ -45,14 +52,22 @@ def mad_anomaly_index(
         raise ConfigError("MAD test values contain NaN or infinite entries.")
     if side not in ("low", "high", "both"):
         raise ConfigError(f"side must be 'low', 'high' or 'both', got {side!r}.")
+    if spread not in ("mad", "double"):
+        raise ConfigError(f"spread must be 'mad' or 'double', got {spread!r}.")
     ids = np.arange(v.size) if labels is None else np.asarray(labels)
     if ids.shape != v.shape:
         raise ConfigError(f"{ids.size} labels for {v.size} values.")
     median = float(np.median(v))
     dev = np.abs(v - median)
     mad = float(consistency * np.median(dev))
+    sides: dict[str, float] = {}
+    scale = np.full(v.size, mad)
+    if spread == "double":
+        sides = {"mad_low": float(consistency * np.median(dev[v <= median])), "mad_high": float(consistency * np.median(dev[v >= median]))}
+        scale = np.where(v <= median, sides["mad_low"], sides["mad_high"])
+        mad = {"low": sides["mad_low"], "high": sides["mad_high"]}.get(side, mad)
     with np.errstate(divide="ignore", invalid="ignore"):
-        index = np.where(dev > 0, dev / mad if mad > 0 else np.inf, 0.0)
+        index = np.where(dev > 0, np.where(scale > 0, dev / np.where(scale > 0, scale, 1.0), np.inf), 0.0)
     candidate = {"low": v <= median, "high": v >= median, "both": np.ones(v.size, bool)}[side]
     order = np.argsort(-index, kind="stable")
     flagged = [ids[i].item() for i in order if candidate[i] and index[i] > threshold]
@@ -67,6 +82,8 @@ def mad_anomaly_index(
         "threshold": float(threshold),
         "consistency": float(consistency),
         "side": side,
+        "spread": spread,
+        **sides,
     }
 
 

@@ -148,16 +148,19 @@ def _anomaly_plot(labels: list[int], norms: np.ndarray, median: float, mad: floa
 def _gangsweep(result: Any) -> dict[str, Any]:
     a, d = result.arrays, result.details  # an InspectionResult or the gangsweep defense's DefenseResult
     labels, flagged = [int(lab) for lab in a["labels"]], d["flagged"]
-    return {"masks": _mask_grid(labels, a["masks"], a["persistence"], flagged),
+    return {"masks": _mask_grid(labels, a["masks"], a["persistence"], flagged, "P",
+                                "GangSweep mean perturbation |δ| per target label (P = persistence, * = flagged)"),
             "shift_scatter": _shift_scatter(labels, a["shift_variance"], a["shift_distance"], flagged),
             "anomaly_index": _index_bars(labels, a["anomaly_index"], d["ai_threshold"], flagged, "(Z_V + Z_D) / 2")}
 
 
-def _mask_grid(labels: list[int], masks: np.ndarray, persistence: np.ndarray, flagged: list[int], max_labels: int = 50) -> Any:
-    """Each label's mean generated perturbation |δ| (the most persistent ``max_labels`` when there are more)."""
+def _mask_grid(labels: list[int], masks: np.ndarray, values: np.ndarray, flagged: list[int], value_name: str, title: str, *,
+               smallest_first: bool = False, max_labels: int = 50) -> Any:
+    """Each label's mean generated perturbation |δ| with one value per label (the ``max_labels`` largest values, or
+    smallest with ``smallest_first``, when there are more)."""
     from matplotlib.figure import Figure
 
-    order = np.argsort(-persistence)[:max_labels]
+    order = np.argsort(values if smallest_first else -values)[:max_labels]
     cols = min(10, len(order))
     rows = math.ceil(len(order) / cols)
     fig = Figure(figsize=(1.3 * cols, 1.6 * rows), layout="constrained")
@@ -168,9 +171,17 @@ def _mask_grid(labels: list[int], masks: np.ndarray, persistence: np.ndarray, fl
         ax = axes[k // cols, k % cols]
         ax.imshow(np.abs(masks[i]).max(axis=-1), cmap="gray", vmin=0, vmax=1)
         mark, colour = (" *", "red") if labels[i] in flagged else ("", "black")
-        ax.set_title(f"{labels[i]}{mark}\nP {persistence[i]:.2f}", fontsize=7, color=colour)
-    fig.suptitle("GangSweep mean perturbation |δ| per target label (P = persistence, * = flagged)", fontsize=9)
+        ax.set_title(f"{labels[i]}{mark}\n{value_name} {values[i]:.2f}", fontsize=7, color=colour)
+    fig.suptitle(title, fontsize=9)
     return fig
+
+
+def _deepinspect(result: Any) -> dict[str, Any]:
+    a, d = result.arrays, result.details
+    labels, flagged = [int(lab) for lab in a["labels"]], d["flagged"]
+    return {"triggers": _mask_grid(labels, a["masks"], a["magnitude"], flagged, "L1",
+                                   "DeepInspect mean generated trigger |δ| per target label (L1 = magnitude, * = flagged)", smallest_first=True),
+            "anomaly_index": _index_bars(labels, a["deviation"], d["threshold"], flagged, "(median − L1) / MAD_low")}
 
 
 def _shift_scatter(labels: list[int], variance: np.ndarray, distance: np.ndarray, flagged: list[int]) -> Any:
@@ -209,6 +220,7 @@ def _index_bars(labels: list[int], index: np.ndarray, threshold: float, flagged:
 
 _FIGURES: dict[str, Callable[[Any], dict[str, Any]]] = {
     "gangsweep": _gangsweep,
+    "deepinspect": _deepinspect,
     "neural-cleanse": _neural_cleanse,
     "nnoculation-pre": _nnoculation,
     "fine-pruning": _fine_pruning,

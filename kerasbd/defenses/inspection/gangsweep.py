@@ -45,20 +45,16 @@ import keras
 import numpy as np
 
 from kerasbd.attacks import AdditivePerturbation, AllToOne, Backdoor
-from kerasbd.defenses.base import ModelInspector, Preset, RunContext, candidate_labels
+from kerasbd.defenses.base import MAX_STACKED_PIXELS, ModelInspector, Preset, RunContext, candidate_labels
 from kerasbd.errors import ConfigError
 from kerasbd.generators.perturbation import ALPHA_EVERY, ALPHA_RULES, PerturbationTrainer
 from kerasbd.generators.resnet import resnet_generator, stacked_output
 from kerasbd.io import Progress
 from kerasbd.reporting import InspectionResult
 
-__all__ = ["GangSweepInspector", "MAX_STACKED_PIXELS", "SweptGenerators"]
+__all__ = ["GangSweepInspector", "SweptGenerators"]
 
 PERTURBATIONS = ("signed", "unit")
-
-#: Input pixels (batch × labels × H × W × C) of one training step that the ``"auto"`` preset allows when it
-#: chooses how many labels' generators train together: all 10 MNIST labels at once, GTSRB's 43 in two chunks.
-MAX_STACKED_PIXELS = 2**22
 
 
 @dataclass
