@@ -384,7 +384,8 @@ class ModelInspector(Method, abc.ABC):
 class InspectThenRepair(Defense, abc.ABC):
     """A defense that runs an inspector and repairs the model only when labels are flagged (Neural Cleanse's
     unlearning, GangSweep's patching). ``result.details`` holds the inspection's findings, its ``verdict``, ``score``,
-    ``repaired`` and, with known triggers, ``trigger_match`` (see :attr:`InspectionResult.trigger_match`); the verdict line states the inspection, then what was done.
+    ``repaired`` and, with known triggers, ``trigger_match`` (see :attr:`InspectionResult.trigger_match`); the verdict
+    line states the inspection, then what was done.
 
     Subclasses implement :meth:`_inspection` (the result and whatever the repair needs from it) and
     :meth:`_repair`, and set :attr:`repair_switch` (the constructor switch that disables the repair).
