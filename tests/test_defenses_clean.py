@@ -241,8 +241,9 @@ def test_auto_presets_follow_the_data_and_scale_warnings_name_the_setting():
     assert GYM.preset("auto", digits).get_config() == GYM.preset("small-images").get_config()
     assert GYM.preset("auto", faces).preset_.name == "original"
     # NNoculation keeps the original's ~18 steps per epoch: 800 retraining images + 800 noisy copies → batch 89
-    assert NNoculationPre.preset("auto", digits).batch_size == 89
-    assert NNoculationPre.preset("auto", np.zeros((20000, 28, 28, 1), np.float32)).batch_size == 1283  # the original's
+    small, large = NNoculationPre.preset("auto", digits), NNoculationPre.preset("auto", np.zeros((20000, 28, 28, 1), np.float32))
+    assert small.batch_size == 89 and small.fresh_noise  # and fresh noise every batch on a set that small
+    assert large.batch_size == 1283 and not large.fresh_noise  # the original's
     assert NeuralCleanse.preset("auto", digits).get_config() == NeuralCleanse().get_config()
     assert "face" in GYM().scale_warnings(digits)[0] and GYM.preset("small-images").scale_warnings(digits) == []
     assert "step(s) per epoch" in NNoculationPre().scale_warnings(digits)[0]

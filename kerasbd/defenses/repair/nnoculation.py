@@ -17,6 +17,10 @@ Keras 2 code (whose shipped candidates used α = 1, 3 and 5.25).
 The clean data are split (stratified by label, seeded) into a retraining part and a held-out ``holdout``
 fraction on which the accuracy drop is measured — the original's ``treat.h5`` / ``eval.h5`` roles.
 
+On a defender's set that small the ``"auto"`` preset also draws fresh noise every batch (``fresh_noise=True``):
+one noisy copy of each of ~800 images is few noise draws, and on the 6 validation BadNets of
+recipes/cli_defaults.py fresh noise gave a lower ASR on 4 (results/cli_defaults_validation.md).
+
 ``full_grid=False`` (the ``"auto"`` preset) trains the learning rates from the largest down and stops after the
 first that has a cell within θ: the rule takes the largest such rate, so the pick is the same as the full grid's
 and the cells it could never pick are not trained (on most of the zoo's MNIST models the pick is α = 6, results/nnoculation.md:
@@ -176,10 +180,11 @@ class NNoculationPre(Defense):
         if batch == default.batch_size:
             return Preset("auto", {"full_grid": False}, f"{len(images)} clean images: the original batch of {batch} gives "
                                                         f"~{ORIGINAL_STEPS_PER_EPOCH} steps per epoch as it is{lazy}")
-        return Preset("auto", {"batch_size": batch, "full_grid": False},
+        return Preset("auto", {"batch_size": batch, "full_grid": False, "fresh_noise": True},
                       f"keeps the original's ~{ORIGINAL_STEPS_PER_EPOCH} steps per epoch on {n_epoch} images per epoch (the "
                       f"retraining part of {len(images)} clean images and their noisy copies); the original batch of "
-                      f"{default.batch_size} would give {math.ceil(n_epoch / default.batch_size)}{lazy} (original constants: --preset original)")
+                      f"{default.batch_size} would give {math.ceil(n_epoch / default.batch_size)}; fresh noise every batch, as "
+                      f"one noisy copy of {n_epoch // 2} images is few draws{lazy} (original constants: --preset original)")
 
     def scale_warnings(self, images: np.ndarray) -> list[str]:
         n_epoch = self._retrain_images(len(images))
