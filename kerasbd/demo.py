@@ -35,6 +35,8 @@ _QUICK: dict[str, dict[str, Any]] = {
     "nnoculation-pre": {"learning_rates": [1.0, 3.0], "noise_fractions": [0.2, 0.4], "epochs": 3},
     "neural-cleanse": {"inspector__inversion__steps": 20, "inspector__inversion__mini_batches": 8},
     "gangsweep": {"inspector__epochs": 2, "inspector__sample_size": 5},
+    "deepinspect": {"inspector__epochs": 3, "inspector__inversion__per_class": 20, "inspector__inversion__steps": 50,
+                    "inspector__eval_noise": 2},
 }
 
 
