@@ -112,3 +112,49 @@ def test_registered_and_configured_like_every_method():
     with pytest.raises(ConfigError, match="substitute='clean' needs clean images"):
         DeepInspectInspector(substitute="clean", epochs=1).inspect(keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(),
                                                                                      keras.layers.Dense(3)]), None)
+
+
+MIRRORED_SCRIPT = """
+import json
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras
+from kerasbd.generators import ConditionalTriggerTrainer, conditional_generator, patch_discriminator
+from kerasbd.training import get_strategy
+
+x = np.random.default_rng(0).random((32, 8, 8, 1)).astype("float32")
+y = np.arange(32) % 3
+out = {}
+for kind in ("default", "mirrored"):
+    strategy = get_strategy(kind)
+    keras.utils.set_random_seed(0)
+    clf = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    with strategy.scope():
+        trainer = ConditionalTriggerTrainer(conditional_generator((8, 8, 1), 3, noise_dim=4, filters=8), patch_discriminator((8, 8, 1)),
+                                            clf, targets=[0, 1, 2], labels_per_step=2, gan_weight=0.1)
+        trainer.compile(generator_optimizer=keras.optimizers.Adam(0.01), discriminator_optimizer="adam")
+    logs = trainer.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history
+    out[kind] = {"replicas": strategy.num_replicas_in_sync, "offset": int(np.asarray(trainer._offset)),
+                 "trojan": logs["trojan"], "magnitude": logs["magnitude"]}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_conditional_trainer_runs_under_the_mirrored_strategy():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+    assert res["default"]["replicas"] == 1 and res["mirrored"]["replicas"] == 2
+    # 4 steps of 2 labels rotate through 3 labels the same way on one device and on two replicas
+    assert res["default"]["offset"] == res["mirrored"]["offset"] == 8 % 3
+    for kind in ("default", "mirrored"):
+        assert all(np.isfinite(res[kind]["trojan"])) and res[kind]["trojan"][-1] < res[kind]["trojan"][0]
