@@ -116,6 +116,11 @@ class ResumeStore:
         """Whether item ``key`` was saved (in any of the three forms)."""
         return any(self._path(key, s).exists() for s in (".json", ".npz", ".weights.h5"))
 
+    def remove(self, key: str) -> None:
+        """Delete item ``key`` (all its forms), e.g. a superseded per-epoch checkpoint."""
+        for suffix in (".json", ".npz", ".weights.h5"):
+            self._path(key, suffix).unlink(missing_ok=True)
+
     def save_json(self, key: str, obj: Any) -> None:
         write_json(self._path(key, ".json"), obj)
 

@@ -24,6 +24,7 @@ from kerasbd.defenses.inspection.gangsweep import GangSweepInspector
 from kerasbd.defenses.inspection.neural_cleanse import NeuralCleanseInspector
 from kerasbd.defenses.purification.wrappers import FlipDefense, GYMInference, ShrinkPadDefense
 from kerasbd.defenses.repair.deepinspect import DeepInspect
+from kerasbd.defenses.repair.dhbe import DHBE
 from kerasbd.defenses.repair.fine_pruning import FinePruning
 from kerasbd.defenses.repair.gangsweep import GangSweep
 from kerasbd.defenses.repair.gym import GYM
@@ -32,12 +33,13 @@ from kerasbd.defenses.repair.patching import Patching
 from kerasbd.defenses.repair.unlearning import NeuralCleanse, Unlearning
 
 DEFENSES: dict[str, type[Defense]] = {
-    cls.name: cls for cls in (GYM, NNoculationPre, FinePruning, NeuralCleanse, GangSweep, DeepInspect, ShrinkPadDefense, FlipDefense, GYMInference)
+    cls.name: cls for cls in (GYM, NNoculationPre, FinePruning, NeuralCleanse, GangSweep, DeepInspect, DHBE, ShrinkPadDefense, FlipDefense,
+                              GYMInference)
 }
 DETECTORS: dict[str, type[InputDetector]] = {cls.name: cls for cls in (STRIP, FeatureSqueezing)}
 INSPECTORS: dict[str, type[ModelInspector]] = {cls.name: cls for cls in (NeuralCleanseInspector, GangSweepInspector, DeepInspectInspector)}
 
 __all__ = ["DEFENSES", "DETECTORS", "INSPECTORS", "Defense", "InputDetector", "ModelInspector", "GYM", "NNoculationPre",
            "FinePruning", "NeuralCleanse", "NeuralCleanseInspector",
-           "GangSweep", "GangSweepInspector", "DeepInspect", "DeepInspectInspector", "Patching", "Unlearning", "STRIP", "FeatureSqueezing",
+           "GangSweep", "GangSweepInspector", "DeepInspect", "DeepInspectInspector", "DHBE", "Patching", "Unlearning", "STRIP", "FeatureSqueezing",
            "ShrinkPadDefense", "FlipDefense", "GYMInference"]

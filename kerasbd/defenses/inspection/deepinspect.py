@@ -143,8 +143,9 @@ class DeepInspectInspector(ModelInspector):
 
     @property
     def threshold(self) -> float:
-        """The deviation factor above which a label is an outlier at ``significance`` (two-sided normal quantile)."""
-        return statistics.NormalDist().inv_cdf(1.0 - self.significance / 2.0)
+        """The deviation factor above which a label is an outlier at ``significance`` (the two-sided normal quantile,
+        to 3 decimals: 1.96 at 0.05)."""
+        return round(statistics.NormalDist().inv_cdf(1.0 - self.significance / 2.0), 3)
 
     @classmethod
     def _auto_preset(cls, images: np.ndarray) -> Preset:
@@ -236,7 +237,7 @@ class DeepInspectInspector(ModelInspector):
         result = InspectionResult(
             self.name, labels=labels, statistics=statistics_rows, flagged=flagged, score=score, threshold=self.threshold,
             rule=(f"largest double-MAD deviation factor of the generated triggers' L1 magnitude (small = suspicious) among labels "
-                  f"whose triggers succeed on ≥ {self.min_success:.0%} > {self.threshold:.3g} (significance {self.significance:g})"),
+                  f"whose triggers succeed on ≥ {self.min_success:.0%} > {self.threshold:g} (significance {self.significance:g})"),
             triggers={int(t): Backdoor(AdditivePerturbation(np.clip(masks[i], -1.0, 1.0)), AllToOne(int(t)), name=f"deepinspect→{int(t)}")
                       for i, t in enumerate(labels)},
             facts={"succeeding_labels": float(succeeds.sum())},
