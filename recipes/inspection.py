@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,7 @@ def write(rows: list[dict[str, Any]], out: Path) -> None:
              "Neural Cleanse: its MAD anomaly index); `target_flagged` for a clean model = nothing flagged.\n\n" + "\n".join(lines))
     write_results("inspection", rows, columns=COLUMNS, directory=out, by=("model", "method"), notes=notes,
                   meta={"trained": TRAINED, "paper": PAPER, "summary": lines},
-                  command="python recipes/inspection.py " + " ".join(os.sys.argv[1:]))
+                  command="python recipes/inspection.py " + " ".join(sys.argv[1:]))
 
 
 def main(argv: list[str] | None = None) -> None:
