@@ -392,6 +392,15 @@ class InspectThenRepair(Defense, abc.ABC):
     """
 
     repair_switch: ClassVar[str] = "repair"
+    #: When set, the defense's ``"auto"`` preset is this inspector's own (its data-dependent settings, ``inspector__``-prefixed).
+    inspector_class: ClassVar[type[ModelInspector] | None] = None
+
+    @classmethod
+    def _auto_preset(cls, images: np.ndarray) -> Preset:
+        if cls.inspector_class is None:
+            return super()._auto_preset(images)
+        inner = cls.inspector_class.resolve_preset("auto", images)
+        return Preset(inner.name, {f"inspector__{k}": v for k, v in inner.params.items()}, inner.reason)
 
     @abc.abstractmethod
     def _inspection(self, model: Any, clean: Dataset, ctx: RunContext) -> tuple[InspectionResult, Any]:

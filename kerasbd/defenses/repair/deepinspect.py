@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
-from kerasbd.defenses.base import InspectThenRepair, Preset, RunContext
+from kerasbd.defenses.base import InspectThenRepair, RunContext
 from kerasbd.defenses.inspection.deepinspect import DeepInspectInspector
 from kerasbd.defenses.repair.patching import Patching
 from kerasbd.errors import ConfigError
@@ -37,6 +37,7 @@ class DeepInspect(InspectThenRepair):
 
     name: ClassVar[str] = "deepinspect"
     repair_switch: ClassVar[str] = "patch"
+    inspector_class = DeepInspectInspector
     requires_clean: ClassVar[bool] = False
 
     def __init__(self, inspector: DeepInspectInspector | None = None, patching: Patching | None = None, patch: bool = True) -> None:
@@ -47,11 +48,6 @@ class DeepInspect(InspectThenRepair):
         self.inspector = inspector if inspector is not None else DeepInspectInspector()
         self.patching = patching if patching is not None else Patching()
         self.patch = bool(patch)
-
-    @classmethod
-    def _auto_preset(cls, images: np.ndarray) -> Preset:
-        inner = DeepInspectInspector.resolve_preset("auto", images)
-        return Preset(inner.name, {f"inspector__{k}": v for k, v in inner.params.items()}, inner.reason)
 
     def _inspection(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> tuple[InspectionResult, Any]:
         return self.inspector.inspect_generated(model, clean, ctx)

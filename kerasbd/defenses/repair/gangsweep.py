@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
-from kerasbd.defenses.base import InspectThenRepair, Preset, RunContext
+from kerasbd.defenses.base import InspectThenRepair, RunContext
 from kerasbd.defenses.inspection.gangsweep import GangSweepInspector
 from kerasbd.defenses.repair.patching import Patching
 from kerasbd.errors import ConfigError
@@ -33,6 +33,7 @@ class GangSweep(InspectThenRepair):
 
     name: ClassVar[str] = "gangsweep"
     repair_switch: ClassVar[str] = "patch"
+    inspector_class = GangSweepInspector
 
     def __init__(self, inspector: GangSweepInspector | None = None, patching: Patching | None = None, patch: bool = True) -> None:
         if inspector is not None and not isinstance(inspector, GangSweepInspector):
@@ -42,11 +43,6 @@ class GangSweep(InspectThenRepair):
         self.inspector = inspector if inspector is not None else GangSweepInspector()
         self.patching = patching if patching is not None else Patching()
         self.patch = bool(patch)
-
-    @classmethod
-    def _auto_preset(cls, images: np.ndarray) -> Preset:
-        inner = GangSweepInspector.resolve_preset("auto", images)  # the inspection's own data-dependent settings
-        return Preset(inner.name, {f"inspector__{k}": v for k, v in inner.params.items()}, inner.reason)
 
     def _inspection(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> tuple[InspectionResult, Any]:
         return self.inspector.inspect_swept(model, clean, ctx)

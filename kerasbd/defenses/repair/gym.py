@@ -54,7 +54,7 @@ SMALL_IMAGE_SIDE = 40
 #: lightweight median at full resolution (resize factor 1); SAT shift ±8 % (±2 px) instead of ±16 % (±4.5 px) in
 #: the intensive function and ±5 % in the lightweight one; Adam 1e-3, batch 32, 50 epochs, and each transformed
 #: batch mixed with a copy through the lightweight function the model will serve behind (Adadelta 0.03 for 500
-#: steps barely moves the model; mixing the clean copy instead cost 0.2-4.6 more points of clean accuracy on 6
+#: steps barely moves the model; mixing the clean copy instead cost 0-4.6 more points of clean accuracy on 6
 #: validation BadNets, results/cli_defaults_validation.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "original": {},
