@@ -228,11 +228,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     clf = _load_model(args, spec)
     x, y = _load_data(args.data)
     _check_input_range(args, clf, x, y, "--data")
-    metrics = evaluate_backdoor(clf, x, y, backdoors, asr_mode=args.asr_mode, batch_size=args.batch_size, seed=args.seed)
+    metrics = evaluate_backdoor(clf, x, y, backdoors, asr_mode=args.asr_mode, amplify=args.amplify or (), batch_size=args.batch_size,
+                                seed=args.seed)
     row = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     table = markdown_table([row])
     if metrics.get("per_trigger"):
         table += "\n\n" + markdown_table([{"trigger": k, **v} for k, v in metrics["per_trigger"].items()])
+    for copies, amp in metrics.get("amplified", {}).items():
+        table += f"\n\ntriggers stamped {copies}:\n\n" + markdown_table([{"trigger": k, **v} for k, v in amp["per_trigger"].items()])
     _emit(target, {"model": args.model, "data": args.data, "trigger": args.trigger, "seed": args.seed, "metrics": metrics}, table)
     return 0
 
@@ -429,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--data", required=True, help="labelled data: .h5 (CSAW/NC), .npz, per-class .npy folder, image folder, 'digits'")
     p.add_argument("--asr-mode", choices=["all", "correct"], default="all", help="'correct': DHBE's ASR over correctly classified inputs")
+    p.add_argument("--amplify", type=int, nargs="+", choices=[4, 9], help="also the ASR with each patch/pixel trigger stamped 4 "
+                                                                         "(corners) or 9 (+ centre, edges) times (DHBE §5.3)")
     p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--seed", type=int, default=0, help="seeds random triggers (e.g. blended noise, random positions)")
     p.add_argument("--out", help="JSON file or folder")

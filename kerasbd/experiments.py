@@ -160,3 +160,27 @@ def write_results(name: str, rows: list[dict[str, Any]], *, columns: Sequence[st
     md += ["## All runs", "", markdown_table(rows, columns), ""]
     write_text(directory / f"{name}.md", "\n".join(md))
     return path
+
+
+def run_grid(cache: str | Path, seeds: Sequence[int], cases: Sequence[Any], methods: Sequence[str],
+             run: Any, write: Any) -> list[dict[str, Any]]:
+    """Every (seed, case, method) of a recipe once: rows cached in the JSON file ``cache`` (a rerun skips the
+    finished ones, keyed by ``model``/``method``/``seed``); ``run(method, case, seed)`` returns a row (``case[0]``
+    is the model name), ``write(rows)`` is called after each, so a stopped run leaves its results so far."""
+    import json
+
+    cache = Path(cache)
+    rows: list[dict[str, Any]] = json.loads(cache.read_text()) if cache.exists() else []
+    for seed in seeds:
+        for case in cases:
+            for method in methods:
+                if any(r["model"] == case[0] and r["method"] == method and r["seed"] == seed for r in rows):
+                    continue
+                rows.append(run(method, case, seed))
+                cache.write_text(json.dumps(rows, default=str))
+                print(json.dumps(rows[-1], default=str), flush=True)
+                write(rows)
+    if rows:
+        write(rows)
+    return rows
+

@@ -26,7 +26,6 @@ figures are not in our reference notes, so none are printed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -148,6 +147,8 @@ def write(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from kerasbd.experiments import run_grid
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=[*ZOO, *TRAINED])
     p.add_argument("--methods", nargs="+", default=METHODS, choices=[*METHODS, "neural-cleanse"])
@@ -158,18 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     work, out = Path(args.work), Path(args.out)
     val, train, test = _data()
     cases = _cases(args.models, train, work)
-    cache = work / "rows.json"
-    rows: list[dict[str, Any]] = json.loads(cache.read_text()) if cache.exists() else []
-    for seed in args.seeds:
-        for case in cases:
-            for method in args.methods:
-                if any(r["model"] == case[0] and r["method"] == method and r["seed"] == seed for r in rows):
-                    continue
-                rows.append(run(method, case, val, test, seed, work))
-                cache.write_text(json.dumps(rows, default=str))
-                print(json.dumps(rows[-1], default=str), flush=True)
-                write(rows, out)
-    write(rows, out)
+    run_grid(work / "rows.json", args.seeds, cases, args.methods, lambda m, c, s: run(m, c, val, test, s, work), lambda rows: write(rows, out))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """DHBE: the sample and trigger generators, the patch padding and mixing arithmetic, the loss terms against NumPy,
+per-image patch placement against hand-computed values, the amplified-trigger and activation-difference metrics,
 a run with no clean data and its resumption, the CLI with no clean data. (A tiny run that lowers ASR is still
-missing: 400 iterations on an MNIST BadNet left its ASR at 100 %, see issue #16.)"""
+missing: no short schedule tried lowered the ASR of an MNIST BadNet, see issue #16.)"""
 
 from __future__ import annotations
 
@@ -53,6 +54,42 @@ def test_patched_images_are_canonical_images_plus_the_padded_patch_unclipped():
     expected[:, 4:6, 0:2] += 1.0
     np.testing.assert_allclose(out, expected, rtol=1e-6)
     assert out.max() > 1.0  # no clipping, as the original
+
+
+def test_patches_are_placed_at_one_position_per_image():
+    from kerasbd.generators import place_patches
+
+    patches = np.arange(2 * 2 * 2 * 1, dtype=np.float32).reshape(2, 2, 2, 1) + 1
+    out = np.asarray(place_patches(patches, (4, 5, 1), np.array([2, 0]), np.array([0, 3])))
+    expected = np.zeros((2, 4, 5, 1), np.float32)
+    expected[0, 2:4, 0:2] = patches[0]
+    expected[1, 0:2, 3:5] = patches[1]
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_amplified_triggers_and_activation_differences():
+    from kerasbd.attacks import Backdoor, Patch
+    from kerasbd.metrics import activation_difference, evaluate_backdoor
+
+    # a model that answers 1 iff the bottom-right 2x2 corner is bright: one copy of the trigger fires it, and the
+    # 4 copies include that corner
+    inp = keras.Input((6, 6, 1))
+    corner = keras.layers.Lambda(lambda t: t[:, 4:, 4:, 0])(inp)
+    score = keras.layers.Reshape((4,))(corner)
+    logits = keras.layers.Dense(2)(score)
+    net = keras.Model(inp, logits)
+    net.layers[-1].set_weights([np.array([[0.0, 1.0]] * 4, np.float32), np.array([2.0, 0.0], np.float32)])
+    x, y = np.zeros((6, 6, 6, 1), np.float32), np.array([0, 0, 0, 1, 1, 0])
+    bd = Backdoor(Patch(2, "bottom-right", margin=0), 1)
+    r = evaluate_backdoor(net, x, y, [bd], amplify=(4, 9))
+    assert r["asr"] == 1.0 and r["amplified"]["x4"]["asr"] == 1.0 and r["amplified"]["x9"]["n_triggered"] == 4
+    d = activation_difference(net, x, y, bd)
+    # penultimate = the 4 corner pixels: 0 → 1 each (L1 4, L2 2); logits move by (0, 4): L1 4, L2 4
+    assert d["n"] == 4
+    np.testing.assert_allclose(d["penultimate"]["l1"], 4.0)
+    np.testing.assert_allclose(d["penultimate"]["l2"], 2.0)
+    np.testing.assert_allclose(d["output"]["l1"], 4.0)
+    np.testing.assert_allclose(d["output"]["l2"], 4.0)
 
 
 def test_tv_terms_match_numpy():
@@ -124,7 +161,11 @@ def test_registered_with_the_original_constants_and_the_papers_as_a_preset():
         (300, 50, 256, 5, 0.1, 0.1, 5, 256)
     assert (DHBE.preset("paper").student_steps, DHBE.preset("paper").batch_size) == (3, 128)
     # the generated images get the original's dataset constants where the image shape names the dataset
-    assert DHBE.preset("auto", np.zeros((0, 28, 28, 1), np.float32)).pixel_mean == [0.1307]
-    assert DHBE.preset("auto", np.zeros((0, 55, 47, 3), np.float32)).pixel_mean == 0.5
+    assert DHBE().pixel_stats((28, 28, 1)) == ([0.1307], [0.3081], "MNIST")
+    assert DHBE().pixel_stats((32, 32, 3))[2] == "CIFAR-10"
+    assert DHBE().pixel_stats((55, 47, 3))[:2] == ([0.5], [0.25])
+    assert DHBE(pixel_mean=0.2, pixel_std=0.1).pixel_stats((28, 28, 1)) == (0.2, 0.1, "given")
+    with pytest.raises(ConfigError, match="position"):
+        DHBE(position="pixel")
     with pytest.raises(ConfigError, match="decay_at"):
         DHBE(decay_at=(0.6, 1.2))

@@ -12,15 +12,15 @@ computed as one model (GangSweep's per-label perturbation generators; the CycleG
 :func:`conditional_generator` is DeepInspect's label-conditioned ``G(z, t)``, trained by
 :class:`ConditionalTriggerTrainer` (with the optional GAN term's :func:`patch_discriminator`).
 
-DHBE's data-free distillation: :func:`sample_generator`, :func:`patch_generator` with :func:`random_pad`, and
-:class:`DHBETrainer`.
+DHBE's data-free distillation: :func:`sample_generator`, :func:`patch_generator` with :func:`random_pad` (or
+:func:`place_patches`, one position per image), and :class:`DHBETrainer`.
 
 Built on these later: the CycleGAN that learns the attacker's trigger for NNoculation.
 """
 
 from kerasbd.generators.adversarial import AdversarialModel, apply_mean_gradient
 from kerasbd.generators.conditional import ConditionalTriggerTrainer, conditional_generator, patch_discriminator
-from kerasbd.generators.data_free import DHBETrainer, patch_generator, random_pad, sample_generator
+from kerasbd.generators.data_free import DHBETrainer, patch_generator, place_patches, random_pad, sample_generator
 from kerasbd.generators.layers import GroupedConv2D, ReflectionPadding2D, instance_norm
 from kerasbd.generators.perturbation import PerturbationTrainer
 from kerasbd.generators.pool import ImagePool
@@ -29,4 +29,4 @@ from kerasbd.generators.schedules import LinearDecay
 
 __all__ = ["AdversarialModel", "ConditionalTriggerTrainer", "DHBETrainer", "GroupedConv2D", "ImagePool", "LinearDecay",
            "PerturbationTrainer", "ReflectionPadding2D", "apply_mean_gradient", "conditional_generator", "instance_norm",
-           "patch_discriminator", "patch_generator", "random_pad", "resnet_generator", "sample_generator"]
+           "patch_discriminator", "patch_generator", "place_patches", "random_pad", "resnet_generator", "sample_generator"]

@@ -32,7 +32,7 @@ from keras import ops
 from kerasbd.errors import ConfigError
 from kerasbd.generators.adversarial import AdversarialModel, apply_mean_gradient
 
-__all__ = ["DHBETrainer", "patch_generator", "random_pad", "sample_generator", "tv_l1", "tv_l2"]
+__all__ = ["DHBETrainer", "patch_generator", "place_patches", "random_pad", "sample_generator", "tv_l1", "tv_l2"]
 
 
 def _bn(name: str, affine: bool = True) -> keras.layers.BatchNormalization:
@@ -100,6 +100,26 @@ def random_pad(patch: Any, image_shape: Sequence[int], top: Any, left: Any) -> A
     return tf.pad(patch, [[0, 0], [top, h - p - top], [left, w - p - left], [0, 0]])
 
 
+def place_patches(patches: Any, image_shape: Sequence[int], top: Any, left: Any) -> Any:
+    """Each patch ``patches[n]`` (N, p, p, C) zero-padded to the image size with its corner at (``top[n]``, ``left[n]``).
+
+    One position per image (kerasbd's ``position="image"``), as one batched product: one-hot row and column
+    selectors ``R`` (N, H, p) and ``C`` (N, W, p) give ``R · patch · Cᵀ`` per image and channel.
+
+    Example:
+        >>> import numpy as np
+        >>> out = np.asarray(place_patches(np.ones((2, 2, 2, 1), "float32"), (3, 3, 1), np.array([0, 1]), np.array([1, 0])))
+        >>> out[0, :, :, 0].astype(int).tolist(), out[1, :, :, 0].astype(int).tolist()
+        ([[0, 1, 1], [0, 1, 1], [0, 0, 0]], [[0, 0, 0], [1, 1, 0], [1, 1, 0]])
+    """
+    h, w = int(image_shape[0]), int(image_shape[1])
+    p = int(patches.shape[1])
+    offsets = ops.arange(p, dtype="int32")
+    rows = ops.one_hot(ops.cast(top, "int32")[:, None] + offsets[None], h, axis=1, dtype=patches.dtype)  # (N, H, p)
+    cols = ops.one_hot(ops.cast(left, "int32")[:, None] + offsets[None], w, axis=1, dtype=patches.dtype)  # (N, W, p)
+    return ops.einsum("nhi,nijc,nwj->nhwc", rows, patches, cols)
+
+
 def tv_l1(x: Any) -> Any:
     """The original's ``TV_l1``: over 4 directions (right, down, both diagonals) the mean absolute difference."""
     return sum(ops.mean(ops.abs(d)) for d in _differences(x))
@@ -132,6 +152,8 @@ class DHBETrainer(AdversarialModel):
         backdoor_weight: λ of the student's patched-vs-clean L1 term (0.1; 0 for DFAD).
         tv_l1_weight, tv_l2_weight: the sample generator's TV terms (0 and 1e-4).
         weight_decay: the student's coupled L2 (PyTorch SGD's ``weight_decay``: ``wd · w`` added to the gradient).
+        position: ``"batch"`` — one random patch position for the whole batch (the original's ``random_pad``);
+            ``"image"`` — one per image, so every step probes as many positions as it has images.
         seed: the noise and the patch positions.
 
     Compile with ``compile(generator_optimizer=..., discriminator_optimizer=..., trigger_optimizer=...)`` (the
@@ -154,7 +176,7 @@ class DHBETrainer(AdversarialModel):
     def __init__(self, generator: keras.Model, student: keras.Model, teacher: keras.Model, trigger_generator: keras.Model | None = None, *,
                  pixel_mean: Sequence[float] | float = 0.5, pixel_std: Sequence[float] | float = 0.25, batch_size: int = 256,
                  student_steps: int = 5, backdoor_weight: float = 0.1, tv_l1_weight: float = 0.0, tv_l2_weight: float = 1e-4,
-                 weight_decay: float = 5e-4, seed: int = 0, **kwargs: Any) -> None:
+                 weight_decay: float = 5e-4, position: str = "batch", seed: int = 0, **kwargs: Any) -> None:
         super().__init__(generator, student, **kwargs)
         if batch_size < 1 or student_steps < 1:
             raise ConfigError(f"batch_size and student_steps must be positive, got {batch_size} and {student_steps}.")
@@ -169,7 +191,9 @@ class DHBETrainer(AdversarialModel):
         self.pixel_std = ops.reshape(ops.convert_to_tensor(pixel_std, "float32"), (-1,)) * ops.ones((channels,))
         self.batch_size, self.student_steps = int(batch_size), int(student_steps)
         self.backdoor_weight, self.tv_l1_weight, self.tv_l2_weight = float(backdoor_weight), float(tv_l1_weight), float(tv_l2_weight)
-        self.weight_decay = float(weight_decay)
+        if position not in ("batch", "image"):
+            raise ConfigError(f"position must be 'batch' (the original: one patch position per batch) or 'image', got {position!r}.")
+        self.weight_decay, self.position = float(weight_decay), position
         self.nz = int(generator.inputs[0].shape[-1])
         self.nz2 = int(trigger_generator.inputs[0].shape[-1]) if trigger_generator is not None else 0
         self.noise_seed = keras.random.SeedGenerator(seed)
@@ -192,18 +216,22 @@ class DHBETrainer(AdversarialModel):
         return self.pixel_mean + self.pixel_std * normalised
 
     def patched(self, images: Any, patches: Any, top: Any, left: Any) -> Any:
-        """Canonical images with the patches added at one position (the original's ``norm(inv_norm(x) + δ)``)."""
-        return images + random_pad(patches, self.image_shape, top, left)
+        """Canonical images with the patches added (the original's ``norm(inv_norm(x) + δ)``): at one position for
+        the batch when ``top``/``left`` are scalars, at one per image when they are vectors."""
+        if len(ops.shape(top)) == 0:
+            return images + random_pad(patches, self.image_shape, top, left)
+        return images + place_patches(patches, self.image_shape, top, left)
 
     def _noise(self, n: Any, dim: int) -> Any:
         return keras.random.normal((n, dim), seed=self.noise_seed)
 
-    def _position(self) -> tuple[Any, Any]:
+    def _position(self, n: Any) -> tuple[Any, Any]:
         assert self.trigger_generator is not None
         p = int(self.trigger_generator.output_shape[1])
         h, w = self.image_shape[:2]
-        top = keras.random.randint((), 0, h - p + 1, seed=self.noise_seed)
-        left = keras.random.randint((), 0, w - p + 1, seed=self.noise_seed)
+        shape = () if self.position == "batch" else (n,)
+        top = keras.random.randint(shape, 0, h - p + 1, seed=self.noise_seed)
+        left = keras.random.randint(shape, 0, w - p + 1, seed=self.noise_seed)
         return top, left
 
     def _student_loss(self, x: Any) -> tuple[Any, Any]:
@@ -213,7 +241,7 @@ class DHBETrainer(AdversarialModel):
         backdoor = ops.zeros(())
         if self.trigger_generator is not None and self.backdoor_weight > 0:
             delta = ops.stop_gradient(self.trigger_generator(self._noise(ops.shape(x)[0], self.nz2), training=True))
-            top, left = self._position()
+            top, left = self._position(ops.shape(x)[0])
             backdoor = _l1(self.discriminator(self.patched(x, delta, top, left), training=True), ops.stop_gradient(s_clean))
             loss = loss + self.backdoor_weight * backdoor
         return loss, backdoor
@@ -242,7 +270,7 @@ class DHBETrainer(AdversarialModel):
         t_loss = ops.zeros(())
         if self.trigger_generator is not None:
             x = ops.stop_gradient(self.canonical(self.generator(self._noise(n, self.nz), training=True)))
-            top, left = self._position()
+            top, left = self._position(n)
             with tf.GradientTape() as tape:
                 delta = self.trigger_generator(self._noise(n, self.nz2), training=True)
                 t_loss = -_l1(self.discriminator(x, training=True), self.discriminator(self.patched(x, delta, top, left), training=True))

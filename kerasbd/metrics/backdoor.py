@@ -9,7 +9,7 @@ import numpy as np
 
 from kerasbd.errors import ConfigError
 
-__all__ = ["der", "evaluate_backdoor", "predict_logits", "softmax"]
+__all__ = ["activation_difference", "amplified", "der", "evaluate_backdoor", "predict_logits", "softmax"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -42,6 +42,7 @@ def evaluate_backdoor(
     backdoors: Sequence[Any] = (),
     *,
     asr_mode: str = "all",
+    amplify: Sequence[int] = (),
     batch_size: int = 256,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -69,6 +70,8 @@ def evaluate_backdoor(
         x, y: canonical images and true labels.
         backdoors: :class:`kerasbd.attacks.Backdoor` objects (or their spec dicts).
         asr_mode: ``"all"`` or ``"correct"`` (DHBE).
+        amplify: also score every local trigger stamped this many times (4 and/or 9, DHBE §5.3's amplified attack,
+            see :func:`amplified`): ``result["amplified"]["x4"]`` holds the same metrics for those backdoors.
         batch_size: prediction batch size.
         seed: seeds triggers with per-image randomness (backdoor ``i`` uses ``(seed, i)``).
 
@@ -125,7 +128,85 @@ def evaluate_backdoor(
         result["per_trigger"] = per
     else:
         result.update(asr=None, robust_acc=None, tcp=None, target_prob=None, n_triggered=0, per_trigger={})
+    if amplify:
+        result["amplified"] = {}
+        for copies in amplify:
+            more = amplified(items, copies)
+            if more:
+                sub = evaluate_backdoor(net, x, y, more, asr_mode=asr_mode, batch_size=batch_size, seed=seed)
+                result["amplified"][f"x{copies}"] = {k: sub[k] for k in ("asr", "robust_acc", "target_prob", "n_triggered", "per_trigger")}
     return result
+
+
+def amplified(backdoors: Sequence[Any], copies: int) -> list[Any]:
+    """The backdoors whose trigger has a footprint (patch, pixels, image), stamped ``copies`` times (4: the four
+    corners; 9: also the centre and the four edge midpoints; :class:`~kerasbd.attacks.Amplified`). Global triggers
+    (blend, noise, warping) have no place to repeat and are left out.
+
+    Example:
+        >>> from kerasbd.attacks import Backdoor, Patch
+        >>> [b.name for b in amplified([Backdoor(Patch(3, "bottom-right"), 7)], 9)]
+        ['patch→7 x9']
+    """
+    from kerasbd.attacks import Amplified, Backdoor, LocalTrigger
+
+    if int(copies) not in (4, 9):
+        raise ConfigError(f"amplified triggers have 4 or 9 copies (DHBE §5.3), got {copies}.")
+    return [Backdoor(Amplified(b.trigger, int(copies)), b.target, name=f"{b.name} x{int(copies)}") for b in backdoors
+            if isinstance(b.trigger, LocalTrigger) and not isinstance(b.trigger, Amplified)]
+
+
+def _penultimate(model: Any) -> Any:
+    """The layer whose output feeds the logits layer (inside nested models too)."""
+    import keras
+
+    last = model.layers[-1]
+    if isinstance(last, keras.Model):
+        return _penultimate(last)
+    parents = last._inbound_nodes[0].parent_nodes
+    if len(parents) != 1:
+        raise ConfigError(f"the logits layer {last.name!r} has {len(parents)} inputs; the penultimate layer is ambiguous.")
+    return parents[0].operation
+
+
+def activation_difference(model: Any, x: np.ndarray, y: np.ndarray, backdoor: Any, *, batch_size: int = 256, seed: int = 0) -> dict[str, Any]:
+    """DHBE §5.3: how much the model still reacts to a trigger — per eligible input (true label ≠ attack label),
+    the L1 and L2 distance between its clean and its triggered activations at the penultimate layer (the input of
+    the logits layer) and at the output (logits).
+
+    Returns ``{"penultimate": {"l1": [...], "l2": [...]}, "output": {...}, "summary": {...}}`` with one value per input
+    (for a box plot) and their means and medians in ``summary`` (``"penultimate_l1_mean"``, ...).
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from kerasbd.attacks import Backdoor, Patch
+        >>> net = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3), keras.layers.Dense(2)])
+        >>> d = activation_difference(net, np.zeros((4, 4, 4, 1), "float32"), np.array([0, 0, 1, 0]), Backdoor(Patch(2), 1))
+        >>> len(d["output"]["l1"]), sorted(d["summary"])[:2]
+        (3, ['output_l1_mean', 'output_l1_median'])
+    """
+    import keras
+
+    from kerasbd.attacks import Backdoor
+    from kerasbd.attacks.spec import parse_spec
+    from kerasbd.models import as_logits_model
+    from kerasbd.models.surgery import layer_output_model
+
+    net = as_logits_model(model)
+    bd = backdoor if isinstance(backdoor, Backdoor) else parse_spec(backdoor).backdoors[0]
+    idx = np.flatnonzero(bd.target.map(y, int(net.output_shape[-1])) != y)
+    features = keras.Model(net.inputs, [layer_output_model(net, _penultimate(net)).outputs[0], net.outputs[0]])
+    xc = x[idx]
+    xt = bd.trigger.apply(xc, np.random.default_rng([int(seed), 0]))
+    out: dict[str, Any] = {"n": int(idx.size), "summary": {}}
+    clean, triggered = features.predict(xc, batch_size=batch_size, verbose=0), features.predict(xt, batch_size=batch_size, verbose=0)
+    for where, a, b in zip(("penultimate", "output"), clean, triggered, strict=True):
+        diff = (np.asarray(b) - np.asarray(a)).reshape(len(idx), -1)
+        out[where] = {"l1": np.abs(diff).sum(axis=1).tolist(), "l2": np.sqrt((diff**2).sum(axis=1)).tolist()}
+        for norm, values in out[where].items():
+            out["summary"][f"{where}_{norm}_mean"] = float(np.mean(values)) if values else None
+            out["summary"][f"{where}_{norm}_median"] = float(np.median(values)) if values else None
+    return out
 
 
 def der(before: dict[str, float], after: dict[str, float]) -> float | None:
