@@ -29,6 +29,7 @@ from kerasbd.defenses.repair.fine_pruning import FinePruning
 from kerasbd.defenses.repair.gangsweep import GangSweep
 from kerasbd.defenses.repair.gym import GYM
 from kerasbd.defenses.repair.nnoculation import NNoculationPre
+from kerasbd.defenses.repair.nnoculation_post import NNoculationTreatment, TreatmentResult
 from kerasbd.defenses.repair.patching import Patching
 from kerasbd.defenses.repair.unlearning import NeuralCleanse, Unlearning
 
@@ -40,6 +41,7 @@ DETECTORS: dict[str, type[InputDetector]] = {cls.name: cls for cls in (STRIP, Fe
 INSPECTORS: dict[str, type[ModelInspector]] = {cls.name: cls for cls in (NeuralCleanseInspector, GangSweepInspector, DeepInspectInspector)}
 
 __all__ = ["DEFENSES", "DETECTORS", "INSPECTORS", "Defense", "InputDetector", "ModelInspector", "GYM", "NNoculationPre",
+           "NNoculationTreatment", "TreatmentResult",
            "FinePruning", "NeuralCleanse", "NeuralCleanseInspector",
            "GangSweep", "GangSweepInspector", "DeepInspect", "DeepInspectInspector", "DHBE", "Patching", "Unlearning", "STRIP", "FeatureSqueezing",
            "ShrinkPadDefense", "FlipDefense", "GYMInference"]

@@ -15,11 +15,13 @@ computed as one model (GangSweep's per-label perturbation generators; the CycleG
 DHBE's data-free distillation: :func:`sample_generator`, :func:`patch_generator` with :func:`random_pad` (or
 :func:`place_patches`, one position per image), and :class:`DHBETrainer`.
 
-Built on these later: the CycleGAN that learns the attacker's trigger for NNoculation.
+NNoculation's post-deployment CycleGAN, which learns the attacker's trigger from quarantined inputs:
+:func:`cyclegan_generator`, :func:`patchgan_discriminator`, :class:`CycleGAN` and :class:`CycleGANTranslator`.
 """
 
 from kerasbd.generators.adversarial import AdversarialModel, apply_mean_gradient
 from kerasbd.generators.conditional import ConditionalTriggerTrainer, conditional_generator, patch_discriminator
+from kerasbd.generators.cyclegan import CycleGAN, CycleGANTranslator, cyclegan_generator, patchgan_discriminator
 from kerasbd.generators.data_free import DHBETrainer, patch_generator, place_patches, random_pad, sample_generator
 from kerasbd.generators.layers import GroupedConv2D, ReflectionPadding2D, instance_norm
 from kerasbd.generators.perturbation import PerturbationTrainer
@@ -27,6 +29,7 @@ from kerasbd.generators.pool import ImagePool
 from kerasbd.generators.resnet import resnet_generator
 from kerasbd.generators.schedules import LinearDecay
 
-__all__ = ["AdversarialModel", "ConditionalTriggerTrainer", "DHBETrainer", "GroupedConv2D", "ImagePool", "LinearDecay",
-           "PerturbationTrainer", "ReflectionPadding2D", "apply_mean_gradient", "conditional_generator", "instance_norm",
-           "patch_discriminator", "patch_generator", "place_patches", "random_pad", "resnet_generator", "sample_generator"]
+__all__ = ["AdversarialModel", "ConditionalTriggerTrainer", "CycleGAN", "CycleGANTranslator", "DHBETrainer", "GroupedConv2D", "ImagePool",
+           "LinearDecay", "PerturbationTrainer", "ReflectionPadding2D", "apply_mean_gradient", "conditional_generator",
+           "cyclegan_generator", "instance_norm", "patch_discriminator", "patch_generator", "patchgan_discriminator", "place_patches",
+           "random_pad", "resnet_generator", "sample_generator"]

@@ -52,7 +52,7 @@ _CATEGORIES = {
 _PUBLIC = {"keras": keras, "keras.models": keras.models, **{name: ns for name, (ns, _) in _CATEGORIES.items()}}
 # Modules defining kerasbd's registered Keras objects: a file may hold them before the caller imported any.
 _KERASBD_MODULES = ("kerasbd.transforms.keras_layer", "kerasbd.generators.layers", "kerasbd.generators.pool",
-                    "kerasbd.generators.schedules", "kerasbd.models.spec", "kerasbd.models.classifier")
+                    "kerasbd.generators.schedules", "kerasbd.models.spec", "kerasbd.models.classifier", "kerasbd.serving.ensemble")
 # A function whose module is "builtins" is looked up by Keras in each of these namespaces (in no fixed order).
 _BUILTINS_SEARCHED = ("activations", "constraints", "initializers", "losses", "metrics", "optimizers", "regularizers")
 

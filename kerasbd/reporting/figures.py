@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["figures_for", "nnoculation_grid_rows"]
+__all__ = ["figures_for", "nnoculation_grid_rows", "translation_grid"]
 
 
 def figures_for(result: Any) -> dict[str, Any]:
@@ -172,6 +172,35 @@ def _mask_grid(labels: list[int], masks: np.ndarray, values: np.ndarray, flagged
         ax.imshow(np.abs(masks[i]).max(axis=-1), cmap="gray", vmin=0, vmax=1)
         mark, colour = (" *", "red") if labels[i] in flagged else ("", "black")
         ax.set_title(f"{labels[i]}{mark}\n{value_name} {values[i]:.2f}", fontsize=7, color=colour)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def translation_grid(clean: np.ndarray, translated: np.ndarray, reference: np.ndarray | None = None, *, n: int = 8,
+                     title: str = "CycleGAN: clean → quarantined domain") -> Any:
+    """Rows of clean images, their CycleGAN translations and, when known, the same images with the true trigger.
+
+    Example:
+        >>> import numpy as np
+        >>> fig = translation_grid(np.zeros((3, 4, 4, 1)), np.ones((3, 4, 4, 1)), np.ones((3, 4, 4, 1)))
+        >>> len(fig.axes)
+        9
+    """
+    from matplotlib.figure import Figure
+
+    rows = [("clean", clean), ("CycleGAN", translated)] + ([("true trigger", reference)] if reference is not None else [])
+    cols = min(n, len(clean))
+    fig = Figure(figsize=(1.2 * cols, 1.3 * len(rows) + 0.3), layout="constrained")
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for i in range(cols):
+            ax = axes[r, i]
+            img = np.clip(images[i], 0, 1)
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(label, fontsize=8)
     fig.suptitle(title, fontsize=9)
     return fig
 

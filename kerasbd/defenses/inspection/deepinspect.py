@@ -44,6 +44,7 @@ from kerasbd.defenses.base import MAX_STACKED_PIXELS, ModelInspector, Preset, Ru
 from kerasbd.errors import ConfigError
 from kerasbd.generators.conditional import ConditionalTriggerTrainer, conditional_generator, patch_discriminator
 from kerasbd.reporting import InspectionResult
+from kerasbd.training.epochs import EpochProgress
 from kerasbd.training.model_inversion import ModelInversion
 
 __all__ = ["ConditionalTriggers", "DeepInspectInspector"]
@@ -196,7 +197,8 @@ class DeepInspectInspector(ModelInspector):
                                                     magnitude_weight=self.magnitude_weight, gan_weight=self.gan_weight,
                                                     labels_per_step=self.labels_per_step, seed=ctx.seed)
                 trainer.compile(generator_optimizer=keras.optimizers.Adam(self.learning_rate), discriminator_optimizer=keras.optimizers.Adam(2e-4))
-            callbacks = [_EpochProgress(self.epochs, ctx.verbose)]
+            show = {"success": ("success", ".2f"), "magnitude": ("magnitude", ".1f")}
+            callbacks = [EpochProgress(self.epochs, "deepinspect generator", ctx.verbose, show=show)]
             trainer.fit(x, y, epochs=self.epochs, batch_size=self.batch_size * strategy.num_replicas_in_sync, shuffle=True,
                         verbose=2 if ctx.verbose >= 2 else 0, callbacks=callbacks)
             if ctx.store is not None:
@@ -260,23 +262,3 @@ def _label_statistics(model: keras.Model, triggers: ConditionalTriggers, x: np.n
     hits = np.argmax(np.asarray(model.predict(np.clip(rep + delta, 0.0, 1.0), batch_size=512, verbose=0)), axis=1) == t
     return {"magnitude": float(np.abs(delta).reshape(len(rep), -1).sum(axis=1).mean()), "success": float(hits.mean()),
             "mean_trigger": delta.mean(axis=0)}
-
-
-class _EpochProgress(keras.callbacks.Callback):
-    """The generator's epochs as a progress bar with time left."""
-
-    def __init__(self, epochs: int, verbose: int) -> None:
-        super().__init__()
-        self.epochs, self.verbose = epochs, verbose
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        from kerasbd.io import Progress
-
-        self.progress = Progress(self.epochs, "deepinspect generator", self.verbose, unit="epoch")
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        self.progress.update(1, success=f"{logs.get('success', 0.0):.2f}", magnitude=f"{logs.get('magnitude', 0.0):.1f}")
-
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        self.progress.close()

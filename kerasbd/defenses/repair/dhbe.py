@@ -147,14 +147,14 @@ class DHBE(Defense):
 
     def _run(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> DefenseResult:
         from kerasbd.training import get_strategy
+        from kerasbd.training.epochs import EpochCheckpoint, EpochProgress, resume_epoch
 
         strategy = get_strategy(ctx.strategy)
         with strategy.scope():
             trainer = self.build_trainer(model, ctx.seed)
-        done = int(ctx.store.load_json("trainer_epoch") or 0) if ctx.store is not None else 0
-        if ctx.store is not None and done:
-            ctx.store.load_weights(f"trainer_e{done}", trainer)
-        callbacks = [_Checkpoint(ctx, done), _EpochProgress(self.epochs, done, ctx.verbose)]
+        done = resume_epoch(ctx.store, trainer)
+        show = {"generator_loss": ("generator", ".3f"), "backdoor_loss": ("backdoor", ".3f")}
+        callbacks = [EpochCheckpoint(ctx.store), EpochProgress(self.epochs, "dhbe", ctx.verbose, initial=done, show=show)]
         if done < self.epochs:
             steps = np.zeros((self.epoch_itrs, 1), np.float32)  # every step draws its own noise: the values are not used
             trainer.fit(steps, batch_size=1, epochs=self.epochs, initial_epoch=done, shuffle=False, callbacks=callbacks,
@@ -171,34 +171,3 @@ class DHBE(Defense):
         if len(clean[0]):
             details["clean_images_unused"] = len(clean[0])
         return DefenseResult(self.name, model=student, details=details)
-
-
-class _Checkpoint(keras.callbacks.Callback):
-    """The trainer's weights (players, optimizers, noise state) after every epoch, in the run's resume store: the
-    epoch's weights are written before the counter that names them, so a run killed in between resumes consistently."""
-
-    def __init__(self, ctx: RunContext, done: int) -> None:
-        super().__init__()
-        self.ctx, self.done = ctx, done
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        store = self.ctx.store
-        if store is not None:
-            store.save_weights(f"trainer_e{epoch + 1}", self.model)
-            store.save_json("trainer_epoch", epoch + 1)
-            store.remove(f"trainer_e{epoch}")
-
-
-class _EpochProgress(keras.callbacks.Callback):
-    def __init__(self, epochs: int, done: int, verbose: int) -> None:
-        super().__init__()
-        from kerasbd.io import Progress
-
-        self.progress = Progress(epochs, "dhbe", verbose, initial=done, unit="epoch")
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        self.progress.update(1, discrepancy=f"{-logs.get('generator_loss', 0.0):.3f}", backdoor=f"{logs.get('backdoor_loss', 0.0):.3f}")
-
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        self.progress.close()
