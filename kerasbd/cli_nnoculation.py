@@ -100,7 +100,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                          verbose=args.verbose)
         goodnet, how = result.model, f"NNoculation pre-deployment ({result.details['note']})"
         details = {"pre_deployment": {k: v for k, v in result.details.items() if k != "grid"}, "seed": args.seed}
-    dep = Deployment.create(out, badnet, goodnet, note=how, details=details)
+    dep = Deployment.create(out, badnet, goodnet, note=how, details=details, max_entries=args.max_entries)
     ens = dep.ensemble()
     rows = {"badnet": _measure(ens.badnet, backdoors, test), "goodnet": _measure(ens.goodnet, backdoors, test)}
     verdict = f"deployed {dep.current} in {out}: BadNet + GoodNet ({how}); inputs they disagree on will be quarantined"
@@ -138,7 +138,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     treatment = _treatment(args, clean) if clean is not None else None
     start = time.perf_counter()
     report = dep.run(stream, treatment=treatment, clean=clean, seed=args.seed, strategy=args.strategy, verbose=args.verbose,
-                     max_rounds=args.max_rounds)
+                     max_rounds=args.max_rounds, restart=args.restart)
     stages = report["stages"]
     table = markdown_table([{k: v for k, v in s.items() if k != "confusion"} for s in stages])
     verdict = f"served {sum(s['served'] for s in stages)} inputs, quarantined {sum(s['quarantined'] for s in stages)}"
@@ -182,7 +182,7 @@ def cmd_treat(args: argparse.Namespace) -> int:
     if waiting < treatment.quarantine_size:
         raise ConfigError(f"version {dep.current} has quarantined {waiting} inputs, the treatment waits for {treatment.quarantine_size}; "
                           "keep streaming, or lower --quarantine-size.")
-    record = dep.treat(treatment, clean, seed=args.seed, strategy=args.strategy, verbose=args.verbose)
+    record = dep.treat(treatment, clean, seed=args.seed, strategy=args.strategy, verbose=args.verbose, restart=args.restart)
     res = record["result"]
     rows = [{"version": v, **{f"{role}_{k}": val for role, net in (("goodnet", e.goodnet), ("badnet", e.badnet))
                                 for k, val in _measure(net, backdoors, test).items()}}
@@ -257,6 +257,8 @@ def add_parser(sub: Any) -> None:
     a.add_argument("--goodnet", help="a GoodNet already made (e.g. by `kerasbd defend nnoculation-pre --out`), instead of --clean")
     a.add_argument("--test", help="labelled data to report both networks' CA (and ASR with --trigger)")
     a.add_argument("--out", required=True, help="the new deployment folder")
+    a.add_argument("--max-entries", type=_positive_int, default=10_000,
+                   help="the quarantine store's bound; beyond it the oldest entries are dropped (default 10000)")
     _method_args(a, {NNoculationPre.name: NNoculationPre})
     _run_args(a)
     _verbosity_args(a)
@@ -264,7 +266,10 @@ def add_parser(sub: Any) -> None:
     def treatment_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("--quarantine-size", type=_positive_int, help="quarantined inputs a treatment waits for (default 200, the paper's N)")
         _method_args(q, registry)
-        _run_args(q)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--strategy", default=None, help="tf.distribute strategy: auto, default, mirrored, multi-worker")
+        q.add_argument("--restart", action="store_true", help="discard a stopped treatment's checkpoints (kept in the deployment "
+                                                              "folder) instead of resuming it")
 
     a = actions.add_parser("stream", help="serve a stream through the current version, quarantining disagreements")
     a.add_argument("--deployment", required=True, help="deployment folder (from `deploy`)")

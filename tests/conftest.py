@@ -71,3 +71,15 @@ def badnet_files(tmp_path_factory):
     np.savez(out / "clean.npz", x=x_clean, y=y_clean)
     (out / "trigger.json").write_text(json.dumps(SPEC))
     return out
+
+
+def run_script_result(script: str, *args: str, timeout: int = 300) -> dict:
+    """Run ``script`` in a fresh Python (two-device tests must set logical devices before TensorFlow starts) and
+    return the JSON it prints on its ``RESULT `` line; a failing script fails the test with its stderr."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[len("RESULT "):])

@@ -8,13 +8,14 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import run_script_result
 
 from kerasbd.attacks import from_spec
 from kerasbd.cli import main
 from kerasbd.defenses import DEFENSES, INSPECTORS, DeepInspect, DeepInspectInspector
 from kerasbd.errors import ConfigError
 from kerasbd.generators import ConditionalTriggerTrainer, conditional_generator, patch_discriminator
-from kerasbd.metrics import evaluate_backdoor, mad_anomaly_index
+from kerasbd.metrics import mad_anomaly_index
 from kerasbd.models import load_model
 from kerasbd.training import ModelInversion
 
@@ -145,14 +146,7 @@ print("RESULT " + json.dumps(out))
 
 
 def test_conditional_trainer_runs_under_the_mirrored_strategy():
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+    res = run_script_result(MIRRORED_SCRIPT)
     assert res["default"]["replicas"] == 1 and res["mirrored"]["replicas"] == 2
     # 4 steps of 2 labels rotate through 3 labels the same way on one device and on two replicas
     assert res["default"]["offset"] == res["mirrored"]["offset"] == 8 % 3

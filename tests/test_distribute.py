@@ -5,13 +5,10 @@ The logical devices must be configured before TensorFlow initialises, so the che
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
+from conftest import run_script_result
 
 SCRIPT = textwrap.dedent(
     """
@@ -45,11 +42,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_mirrored_strategy_matches_single_device():
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    res = json.loads(line[len("RESULT "):])
+    res = run_script_result(SCRIPT)
     assert res["devices"] == 2
     assert res["default"]["replicas"] == 1 and res["mirrored"]["replicas"] == 2
     for kind in ("default", "mirrored"):
@@ -90,10 +83,7 @@ INVERSION_SCRIPT = textwrap.dedent(
 
 
 def test_trigger_inversion_under_mirrored_strategy_matches_single_device():
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-c", INVERSION_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    res = run_script_result(INVERSION_SCRIPT)
     assert res["default"]["replicas"] == 1 and res["mirrored"]["replicas"] == 2
     one, two = np.asarray(res["default"]["masks"]), np.asarray(res["mirrored"]["masks"])
     # 12 Adam updates from the same start: only summation order differs between one device and two replicas

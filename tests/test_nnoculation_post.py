@@ -8,6 +8,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import run_script_result
 
 from kerasbd.errors import ConfigError
 from kerasbd.generators import CycleGAN, CycleGANTranslator, cyclegan_generator, patchgan_discriminator
@@ -252,3 +253,68 @@ def test_cli_deploy_stream_treat_status_export(badnet_files, tmp_path, capsys):
     assert "the treatment waits for 10000" in capsys.readouterr().err
     assert main(["-q", "nnoculation", "stream", "--deployment", str(dep), "--simulate"]) == 2
     assert "--test" in capsys.readouterr().err
+
+
+MIRRORED_CYCLEGAN = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from kerasbd.generators import CycleGAN, cyclegan_generator, patchgan_discriminator
+from kerasbd.training import get_strategy
+
+rng = np.random.default_rng(0)
+a, b = rng.random((8, 8, 8, 1), dtype=np.float32), rng.random((8, 8, 8, 1), dtype=np.float32)
+out = {}
+for kind in ("default", "mirrored"):
+    strategy = get_strategy(kind)
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        s = (8, 8, 1)
+        gan = CycleGAN(cyclegan_generator(s, filters=4, blocks=1, name="g_ab"), cyclegan_generator(s, filters=4, blocks=1, name="g_ba"),
+                       patchgan_discriminator(s, filters=4, name="d_a"), patchgan_discriminator(s, filters=4, name="d_b"),
+                       pool_size=64, seed=0)
+        gan.compile(generator_optimizer=keras.optimizers.SGD(0.1), discriminator_optimizer=keras.optimizers.SGD(0.1))
+    history = gan.fit((a, b), batch_size=4, epochs=1, shuffle=False, verbose=0).history
+    weights = [w.ravel() for net in (gan.generator, gan.generator_ba, gan.discriminator_a, gan.discriminator) for w in net.get_weights()]
+    out[kind] = {"replicas": strategy.num_replicas_in_sync, "history": history, "weights": np.concatenate(weights).tolist()}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_cyclegan_trains_under_mirrored_strategy_like_one_device():
+    res = run_script_result(MIRRORED_CYCLEGAN)
+    assert res["default"]["replicas"] == 1 and res["mirrored"]["replicas"] == 2
+    # instance norm is per image, so half batches on two replicas give the full batch's gradients
+    one, two = np.asarray(res["default"]["weights"]), np.asarray(res["mirrored"]["weights"])
+    assert np.abs(one - two).max() < 1e-4, np.abs(one - two).max()
+    for name in ("generator_loss", "discriminator_loss", "cycle_loss"):
+        np.testing.assert_allclose(res["mirrored"]["history"][name], res["default"]["history"][name], rtol=1e-4)
+
+
+def test_folder_and_npz_streams(tmp_path):
+    import cv2
+
+    from kerasbd.errors import DataError
+    from kerasbd.serving.streams import open_stream
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    images = (np.arange(3 * 6 * 5) % 256).reshape(3, 6, 5).astype(np.uint8)
+    for i, img in enumerate(images):
+        cv2.imwrite(str(folder / f"in{i}.png"), img)
+    (folder / "notes.txt").write_text("skipped")
+    s = open_stream(folder, (6, 5, 1), batch_size=2)
+    assert len(s) == 3 and s.sources == ["in0.png", "in1.png", "in2.png"] and [len(b.x) for b in s] == [2, 1]
+    assert np.allclose(s.x[..., 0] * 255, images)
+    with pytest.raises(DataError, match=r"in0.png: image of shape \(6, 5, 1\), the model takes \(7, 5, 1\)"):
+        open_stream(folder, (7, 5, 1))
+    np.savez(tmp_path / "s.npz", x=images[..., None], triggered=np.array([0, 1, 0], bool), y=np.array([1, 2, 3]))
+    s = open_stream(tmp_path / "s.npz", (6, 5, 1))
+    assert s.triggered.tolist() == [False, True, False] and s.labels.tolist() == [1, 2, 3] and s.sources[1] == "s.npz[1]"
+    np.savez(tmp_path / "bad.npz", pixels=images)
+    with pytest.raises(DataError, match="no inputs found"):
+        open_stream(tmp_path / "bad.npz", (6, 5, 1))

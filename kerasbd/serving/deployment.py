@@ -145,16 +145,17 @@ class Deployment:
         return self.dir / "treatments" / f"v{len(self._state['versions'])}"
 
     def treat(self, treatment: Any, clean: tuple[np.ndarray, np.ndarray], *, seed: int = 0, strategy: Any = None,
-              verbose: int = 0) -> dict[str, Any]:
+              verbose: int = 0, restart: bool = False) -> dict[str, Any]:
         """One treatment round on the inputs the current version quarantined; deploys the repaired pair as the next
-        version and returns the round's record (with ``treatment`` images and the ``result``)."""
+        version and returns the round's record (``version``, ``parent`` and the ``result``). A stopped round
+        resumes from its checkpoints when run again on the same quarantined inputs (``restart`` discards them)."""
         from kerasbd.resume import fingerprint, open_store
 
         version = self.current
         quarantined = self.store.export(model_version=version)
         settings = {"treatment": treatment.get_config(), "seed": seed, "version": version, "quarantined": list(map(int, quarantined.ids)),
                     "clean": fingerprint(*clean)}
-        ckpt = open_store(self.treatment_dir(), settings)
+        ckpt = open_store(self.treatment_dir(), settings, restart=restart)
         result = treatment.treat(self.ensemble(version), quarantined.x, clean, seed=seed, store=ckpt, strategy=strategy, verbose=verbose)
         details = {k: v for k, v in result.details.items() if k != "cyclegan"}
         details["cyclegan"] = {k: v for k, v in result.details["cyclegan"].items() if k != "history"}
@@ -163,7 +164,7 @@ class Deployment:
         return {"version": name, "parent": version, "result": result}
 
     def run(self, stream: Iterable[Any], *, treatment: Any = None, clean: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0,
-            strategy: Any = None, verbose: int = 0, max_rounds: int | None = None) -> dict[str, Any]:
+            strategy: Any = None, verbose: int = 0, max_rounds: int | None = None, restart: bool = False) -> dict[str, Any]:
         """Serve ``stream`` (batches: :class:`~kerasbd.serving.streams.StreamBatch` or arrays) through the current
         version, treating and redeploying whenever ``treatment.quarantine_size`` inputs of the current version
         are quarantined (with ``treatment`` and ``clean``; at most ``max_rounds`` rounds). Returns the serving
@@ -187,7 +188,7 @@ class Deployment:
                 report.seconds = time.perf_counter() - start
                 stages.append(report)
                 assert clean is not None  # checked above
-                rounds.append(self.treat(treatment, clean, seed=seed + len(rounds), strategy=strategy, verbose=verbose))
+                rounds.append(self.treat(treatment, clean, seed=seed + len(rounds), strategy=strategy, verbose=verbose, restart=restart))
                 report, start = ServingReport(self.current), time.perf_counter()
         report.seconds = time.perf_counter() - start
         stages.append(report)

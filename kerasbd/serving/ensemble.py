@@ -72,7 +72,6 @@ class ServingReport:
     version: str
     served: int = 0
     quarantined: int = 0
-    ids: list[int] = dataclasses.field(default_factory=list)
     truth: dict[str, int] = dataclasses.field(default_factory=lambda: {"tp": 0, "fp": 0, "fn": 0, "tn": 0})
     correct: dict[str, int] = dataclasses.field(default_factory=lambda: {"clean": 0, "clean_n": 0, "triggered": 0, "triggered_n": 0})
     seconds: float = 0.0
@@ -80,7 +79,6 @@ class ServingReport:
     def add(self, pred: EnsemblePrediction, labels: np.ndarray | None, triggered: np.ndarray | None) -> None:
         self.served += len(pred.labels)
         self.quarantined += int(pred.quarantined.sum())
-        self.ids.extend(pred.ids)
         if triggered is not None:
             q = pred.quarantined
             for key, hit in (("tp", q & triggered), ("fp", q & ~triggered), ("fn", ~q & triggered), ("tn", ~q & ~triggered)):
