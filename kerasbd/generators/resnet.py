@@ -87,8 +87,9 @@ def resnet_generator(input_shape: Sequence[int], *, copies: int = 1, filters: in
     if outer_kernel < 1 or outer_kernel % 2 == 0:
         raise ConfigError(f"outer_kernel must be a positive odd number, got {outer_kernel}.")
     h, w, c = (int(s) for s in input_shape)
-    if min(h, w) < max(8, outer_kernel):
-        raise ConfigError(f"the generator downsamples twice: images need at least {max(8, outer_kernel)} pixels a side, got {h}×{w}.")
+    side = max(8, outer_kernel)
+    if min(h, w) < side:
+        raise ConfigError(f"the generator downsamples twice: images need at least {side}×{side} pixels, got {h}×{w}.")
     inputs = keras.Input((h, w, c))
     x = keras.layers.Concatenate(name="copies")([inputs] * copies) if copies > 1 else inputs
     if h % 4 or w % 4:
