@@ -88,16 +88,17 @@ def patch_generator(channels: int, *, patch_size: int = 5, nz: int = 256, ngf: i
 def random_pad(patch: Any, image_shape: Sequence[int], top: Any, left: Any) -> Any:
     """``patch`` (N, p, p, C) zero-padded to the image size with its corner at (``top``, ``left``) for the whole batch.
 
+    Computed as :func:`place_patches` with that one position repeated: ``tf.pad`` with a random amount has no XLA
+    form (its paddings must be compile-time constants), the one-hot product has.
+
     Example:
         >>> import numpy as np
         >>> out = np.asarray(random_pad(np.ones((1, 2, 2, 1), "float32"), (4, 5, 1), 1, 3))
         >>> out[0, :, :, 0].astype(int).tolist()
         [[0, 0, 0, 0, 0], [0, 0, 0, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 0, 0]]
     """
-    h, w = int(image_shape[0]), int(image_shape[1])
-    p = int(patch.shape[1])
-    top, left = ops.cast(top, "int32"), ops.cast(left, "int32")
-    return tf.pad(patch, [[0, 0], [top, h - p - top], [left, w - p - left], [0, 0]])
+    n = ops.shape(patch)[:1]
+    return place_patches(patch, image_shape, ops.broadcast_to(ops.cast(top, "int32"), n), ops.broadcast_to(ops.cast(left, "int32"), n))
 
 
 def place_patches(patches: Any, image_shape: Sequence[int], top: Any, left: Any) -> Any:
