@@ -120,6 +120,18 @@ def test_student_loss_matches_numpy_and_only_the_student_learns():
         DHBETrainer(trainer.generator, student, teacher, None, backdoor_weight=0.1)
 
 
+@pytest.mark.parametrize("position", ["batch", "image"])
+def test_training_step_compiles_under_xla(position):
+    keras.utils.set_random_seed(0)
+    teacher = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    trainer = DHBETrainer(sample_generator((6, 6, 1), nz=4, ngf=4), keras.models.clone_model(teacher), teacher,
+                          patch_generator(1, patch_size=2, nz=4, ngf=4), batch_size=8, student_steps=2, backdoor_weight=0.1,
+                          position=position)
+    trainer.compile(generator_optimizer="adam", discriminator_optimizer="sgd", trigger_optimizer="adam", jit_compile=True)
+    logs = trainer.fit(np.zeros((2, 1)), batch_size=1, epochs=1, verbose=0).history
+    assert all(np.isfinite(v[0]) for v in logs.values())
+
+
 @pytest.fixture(scope="module")
 def badnet(badnet_files):
     spec = json.loads((badnet_files / "trigger.json").read_text())
