@@ -153,12 +153,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if args.out:
         rounds = [{"version": r["version"], "parent": r["parent"], **{k: v for k, v in r["result"].details.items() if k != "cyclegan"}}
                   for r in report["rounds"]]
-        figures = {}
-        for r in report["rounds"]:
-            from kerasbd.reporting.figures import translation_grid
+        from kerasbd.reporting.figures import translation_grid
 
-            res = r["result"]
-            figures[f"cyclegan_{r['version']}"] = translation_grid(res.clean_images, res.treatment_images)
+        figures = {f"cyclegan_{r['version']}": translation_grid(r["result"].clean_images, r["result"].treatment_images)
+                   for r in report["rounds"]}
         _write(Path(args.out), {"stages": stages, "rounds": rounds, "verdict": verdict, "seed": args.seed},
                f"# kerasbd nnoculation stream\n\n{table}\n\n{verdict}\n", figures)
     dep.close()

@@ -165,8 +165,9 @@ def write_results(name: str, rows: list[dict[str, Any]], *, columns: Sequence[st
 def run_grid(cache: str | Path, seeds: Sequence[int], cases: Sequence[Any], methods: Sequence[str],
              run: Any, write: Any) -> list[dict[str, Any]]:
     """Every (seed, case, method) of a recipe once: rows cached in the JSON file ``cache`` (a rerun skips the
-    finished ones, keyed by ``model``/``method``/``seed``); ``run(method, case, seed)`` returns a row (``case[0]``
-    is the model name), ``write(rows)`` is called after each, so a stopped run leaves its results so far."""
+    finished ones, keyed by ``model``/``method``/``seed``); ``run(method, case, seed)`` returns a row, or a list of
+    rows for a run with several stages (``case[0]`` is the model name), ``write(rows)`` is called after each, so a
+    stopped run leaves its results so far."""
     import json
 
     cache = Path(cache)
@@ -176,7 +177,8 @@ def run_grid(cache: str | Path, seeds: Sequence[int], cases: Sequence[Any], meth
             for method in methods:
                 if any(r["model"] == case[0] and r["method"] == method and r["seed"] == seed for r in rows):
                     continue
-                rows.append(run(method, case, seed))
+                out = run(method, case, seed)
+                rows.extend(out if isinstance(out, list) else [out])
                 cache.write_text(json.dumps(rows, default=str))
                 print(json.dumps(rows[-1], default=str), flush=True)
                 write(rows)

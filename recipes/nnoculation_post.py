@@ -137,7 +137,7 @@ def run(case: tuple[str, Any, list[Any]], seed: int, work: Path, out: Path) -> l
         t0 = time.perf_counter()
         report = dep.run(stream, treatment=treatment, clean=val, seed=seed + 10 * k, max_rounds=1, verbose=1)
         first = report["stages"][0]
-        row: dict[str, Any] = {"model": name, "seed": seed, "stage": k + 1, "trigger": stage_backdoors[0].name,
+        row: dict[str, Any] = {"model": name, "method": "nnoculation-post", "seed": seed, "stage": k + 1, "trigger": stage_backdoors[0].name,
                                "badnet_clean_acc": before_bad["clean_acc"], "badnet_asr": _measure(clf, stage_backdoors, test)["asr"],
                                "goodnet_clean_acc": before_good["clean_acc"],
                                "goodnet_asr": _measure(dep.ensemble(first["version"]).goodnet, stage_backdoors, test)["asr"],
@@ -183,7 +183,7 @@ def write(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import json
+    from kerasbd.experiments import run_grid
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=[*ZOO, "two-triggers"])
@@ -193,19 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
-    cache = work / "rows.json"
-    rows: list[dict[str, Any]] = json.loads(cache.read_text()) if cache.exists() else []
-    cases = _cases(args.models, work)
-    for seed in args.seeds:
-        for case in cases:
-            if any(r["model"] == case[0] and r["seed"] == seed for r in rows):
-                continue
-            rows.extend(run(case, seed, work, out))
-            cache.write_text(json.dumps(rows, default=str))
-            print(json.dumps(rows[-1], default=str), flush=True)
-            write(rows, out)
-    if rows:
-        write(rows, out)
+    run_grid(work / "rows.json", args.seeds, _cases(args.models, work), ["nnoculation-post"],
+             lambda method, case, seed: run(case, seed, work, out), lambda rows: write(rows, out))
 
 
 if __name__ == "__main__":

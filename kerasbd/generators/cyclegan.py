@@ -36,6 +36,7 @@ Deliberate differences from CycleGAN-Keras (the implementation NNoculation used)
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -251,8 +252,6 @@ class CycleGANTranslator(Configurable):
         ``strategy`` is a ``tf.distribute`` strategy or its name for :func:`~kerasbd.training.get_strategy`.
         Sets ``model_`` (the :class:`CycleGAN`), ``history_`` (per-epoch losses) and ``seconds_per_epoch_``.
         """
-        import time
-
         from kerasbd.training import get_strategy
         from kerasbd.training.epochs import EpochCheckpoint, EpochProgress, resume_epoch
 

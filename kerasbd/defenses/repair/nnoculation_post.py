@@ -39,8 +39,8 @@ __all__ = ["NNoculationTreatment", "TreatmentResult"]
 
 #: The CPU schedule of the CycleGAN (``"short"`` preset, ``"auto"`` for small images): 16 first filters, 3 residual
 #: blocks, batch 4, 5 epochs, XLA on (2.0× faster per step at 28×28, 1.4× at 55×47; slower for the paper's 55×47
-#: network: benchmarks/results/nnoculation_post.md). On the zoo's pattern and ruizegao BadNets its A → B generator
-#: stamped a trigger the BadNet follows on 99.8 % and 99.6 % of translated clean images.
+#: network: benchmarks/results/nnoculation_post.md). With it one round takes the served ASR of the zoo's MNIST BadNets
+#: to 0.5-2.7 % (3 seeds, results/nnoculation_post.md).
 SHORT_CYCLEGAN = {"cyclegan__filters": 16, "cyclegan__blocks": 3, "cyclegan__batch_size": 4, "cyclegan__epochs": 5,
                   "cyclegan__jit_compile": True}
 
