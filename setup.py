@@ -13,7 +13,7 @@ setup(
     # The zoo manifests live in the top-level pretrained/ folder and ship inside the package as kerasbd._pretrained.
     packages=find_packages(include=["kerasbd", "kerasbd.*"]) + ["kerasbd._pretrained"],
     package_dir={"kerasbd._pretrained": "pretrained"},
-    package_data={"kerasbd": ["py.typed"], "kerasbd._pretrained": ["*.json"]},
+    package_data={"kerasbd": ["py.typed"], "kerasbd.scan": ["calibration.json"], "kerasbd._pretrained": ["*.json"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         # The lowest Keras the safe loader (kerasbd.models.safety, tests/test_security.py) has been tested on: the
@@ -28,7 +28,9 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "test": ["pytest>=8", "albumentations>=2.0", "ruff==0.17.6", "mypy==2.4.1"],
+        # Ray runs `kerasbd scan` over many models (one task per model); heavy, so optional. A single scan needs none.
+        "scan": ["ray>=2.40"],
+        "test": ["pytest>=8", "albumentations>=2.0", "ruff==0.17.6", "mypy==2.4.1", "ray>=2.40"],
     },
     entry_points={"console_scripts": ["kerasbd=kerasbd.cli:main"]},
 )

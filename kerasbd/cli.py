@@ -287,8 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detect)
 
     from kerasbd.cli_nnoculation import add_parser as add_nnoculation
+    from kerasbd.cli_scan import add_parser as add_scan
 
     add_nnoculation(sub)
+    add_scan(sub)
     return parser
 
 

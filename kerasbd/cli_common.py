@@ -71,29 +71,11 @@ def _check_out(path: str | None, given: str | None = None) -> None:
 
 
 def _load_model(args: argparse.Namespace, input_spec: Any = None) -> Any:
-    """``--model``: ``zoo:NAME``, or a file. A file whose checksum is a zoo entry's gets that entry's input spec
-    unless the trigger spec or ``--input-range`` says otherwise (the zoo's raw-pixel models need it)."""
+    """``--model``: ``zoo:NAME``, or a file (see :func:`kerasbd.zoo.open_model`)."""
     from kerasbd import zoo
-    from kerasbd.models import load_model
-    from kerasbd.models.spec import InputSpec
 
-    if args.model.startswith("zoo:"):
-        return zoo.load_zoo_model(args.model[4:], trust=args.trust)
-    clf = load_model(args.model, architecture=args.architecture, input_spec=input_spec, trust=args.trust)
-    spec = input_spec
-    if spec is None:
-        entry = zoo.find_by_sha256(clf.source["sha256"])
-        spec = entry.get("input") if entry else None
-    if getattr(args, "input_range", None):
-        base = spec if spec is not None else clf.input_spec
-        base = base if isinstance(base, InputSpec) or base is None else InputSpec.from_dict(base)
-        spec = {**(base.to_dict() if base is not None else {}), "range": args.input_range}
-    if spec is not input_spec:
-        again = load_model(args.model, architecture=args.architecture, input_spec=spec, trust=args.trust)
-        if again.source["sha256"] != clf.source["sha256"]:
-            raise ConfigError(f"--model {args.model} changed while it was being loaded; refusing it.")
-        clf = again
-    return clf
+    return zoo.open_model(args.model, architecture=args.architecture, input_spec=input_spec, input_range=getattr(args, "input_range", None),
+                          trust=args.trust)
 
 
 def _check_input_range(args: argparse.Namespace, clf: Any, x: np.ndarray, y: np.ndarray, option: str) -> None:

@@ -21,10 +21,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from kerasbd.errors import ZooError
+from kerasbd.errors import ConfigError, ZooError
 from kerasbd.io import sha256_file
 
-__all__ = ["ENV_VAR", "ROLES", "zoo_dir", "list_entries", "get_entry", "entry_path", "verify", "load_zoo_model", "find_by_sha256"]
+__all__ = ["ENV_VAR", "ROLES", "zoo_dir", "list_entries", "get_entry", "entry_path", "verify", "load_zoo_model", "find_by_sha256", "open_model"]
 
 ENV_VAR = "KERASBD_ZOO"
 ROLES = ("backdoored", "clean", "defended", "auxiliary", "data")
@@ -146,4 +146,33 @@ def load_zoo_model(name: str, *, trust: bool = False) -> Any:
     if clf.source["sha256"] != entry["sha256"]:  # the loader hashes exactly the bytes it read
         raise ZooError(f"zoo entry {name!r}: the file changed while it was being loaded. Refusing an unverified model file.")
     clf.source.update(zoo_entry=name, input_spec_source=f"zoo:{name}")
+    return clf
+
+
+def open_model(ref: str, *, architecture: str | None = None, input_spec: Any = None, input_range: str | None = None,
+               trust: bool = False) -> Any:
+    """Load ``ref`` (``zoo:NAME`` or a model file) as a :class:`~kerasbd.models.Classifier`.
+
+    A file whose checksum is a zoo entry's gets that entry's input spec unless ``input_spec`` (e.g. from a trigger
+    spec) or ``input_range`` (``"0-1"`` / ``"0-255"``) says otherwise: the zoo's raw-pixel models need it.
+    """
+    from kerasbd.models import load_model
+    from kerasbd.models.spec import InputSpec
+
+    if ref.startswith("zoo:"):
+        return load_zoo_model(ref[4:], trust=trust)
+    clf = load_model(ref, architecture=architecture, input_spec=input_spec, trust=trust)
+    spec = input_spec
+    if spec is None:
+        entry = find_by_sha256(clf.source["sha256"])
+        spec = entry.get("input") if entry else None
+    if input_range:
+        base = spec if spec is not None else clf.input_spec
+        base = base if isinstance(base, InputSpec) or base is None else InputSpec.from_dict(base)
+        spec = {**(base.to_dict() if base is not None else {}), "range": input_range}
+    if spec is not input_spec:
+        again = load_model(ref, architecture=architecture, input_spec=spec, trust=trust)
+        if again.source["sha256"] != clf.source["sha256"]:
+            raise ConfigError(f"model {ref} changed while it was being loaded; refusing it.")
+        clf = again
     return clf

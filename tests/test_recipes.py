@@ -96,3 +96,56 @@ def test_without_checkpoint_dir_every_case_runs(fake_cases, tmp_path):
     for _ in range(2):
         _repair.run_cases(_args(tmp_path, seeds=[0], checkpoint_dir=""), CountingDefense, stage_rows)
     assert len(CountingDefense.calls) == 4 and not (tmp_path / "ck").exists()
+
+
+# --- recipes/scan_population.py: the seeded population of clean and backdoored MNIST models ---------------------------
+
+
+def test_scan_population_is_deterministic_balanced_and_every_spec_parses():
+    from collections import Counter
+
+    import scan_population as sp
+
+    from kerasbd.attacks import from_spec
+
+    pop = sp.population(64, 0)
+    assert pop == sp.population(64, 0) and pop != sp.population(64, 1)
+    assert sp.population(10, 0) == pop[:10]  # a member depends on (seed, index) only
+    assert len({m["name"] for m in pop}) == 64 and 28 <= Counter(m["role"] for m in pop)["clean"] <= 36
+    bad = [m for m in pop if m["role"] == "backdoored"]
+    for half in ("calibration", "held-out"):
+        assert {m["attack"] for m in bad if m["half"] == half} == set(sp.ATTACKS)
+    assert Counter(m["half"] for m in pop if m["role"] == "clean") == {"calibration": 16, "held-out": 16}
+    # clean members mirror the backdoored ones' architectures and epochs: the backdoor is the only difference
+    assert Counter((m["arch"], m["epochs"]) for m in bad) == Counter((m["arch"], m["epochs"]) for m in pop if m["role"] == "clean")
+    for m in bad:
+        [bd] = from_spec(sp.backdoor_spec(m))
+        bd.trigger.check_fits((28, 28, 1))
+        assert (bd.target.map(np.arange(10), 10) != np.arange(10)).sum() >= 9 and 0.05 <= m["rate"] <= 0.2
+        assert bd.target.to_spec()["type"] == ("all-to-all" if m["attack"] == "all-to-all" else "all-to-one")
+    assert all(sp.backdoor_spec(m) is None and m["trigger"] is None for m in pop if m["role"] == "clean")
+
+
+def test_scan_population_trains_a_member_writes_its_row_and_skips_it_on_rerun(zoo_dir, tmp_path, monkeypatch, capsys):
+    import scan_population as sp
+
+    from kerasbd.attacks import load_spec
+
+    name = next(m["name"] for m in sp.population(64, 0) if m["arch"] == "mlp" and m["role"] == "backdoored")
+    argv = ["train", "--work", str(tmp_path), "--only", name, "--epochs", "1", "--n-train", "600"]
+    assert sp.main(argv) == 0
+    [row] = json.loads((tmp_path / "manifest.json").read_text())["members"]
+    assert row["name"] == name and row["epochs"] == 1 and row["n_train"] == 600 and row["role"] == "backdoored"
+    assert 0 <= row["asr"] <= 1 and row["weak"] == (row["asr"] < 0.8) and row["clean_acc"] > 0.5
+    assert (tmp_path / row["model"]).is_file() and not list((tmp_path / "models" / name).glob(".*"))  # no temp file left
+    assert load_spec(tmp_path / row["trigger_file"]).backdoors[0].name == name
+    with np.load(tmp_path / "test.npz") as test, np.load(tmp_path / "clean.npz") as clean:
+        assert test["x"].shape == (3000, 28, 28, 1) and test["x"].dtype == np.uint8 and len(clean["y"]) == 1000
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished member was retrained")
+
+    monkeypatch.setattr(sp, "train_member", fail)
+    assert sp.main(argv) == 0
+    assert sp.main(["list", "--work", str(tmp_path)]) == 0
+    assert f"| {name} | backdoored |" in capsys.readouterr().out
