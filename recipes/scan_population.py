@@ -1,8 +1,11 @@
 """A seeded population of small MNIST classifiers, about half of them backdoored (like a NIST TrojAI round), on which
 a model scanner is calibrated and evaluated.
 
-Stages (subcommands): ``train`` builds the population; ``list`` prints its manifest. The scanning, calibration and
-report stages are to be added as further subcommands (see :func:`build_parser`); they read ``WORK/manifest.json``.
+Stages (subcommands): ``train`` builds the population; ``list`` prints its manifest; ``scan`` scans every member
+with ``kerasbd scan``'s defaults on Ray (:func:`kerasbd.scan.scan_many`, resumable) into ``WORK/scans/``;
+``report`` fits the calibrations on the calibration half (:func:`calibrate`), measures them on the held-out half
+(:func:`held_out_report`) and writes ``results/scan_population.json`` / ``.md``; ``--ship`` also writes the fitted
+calibrations into ``kerasbd/scan/calibration.json``.
 
 Population (:func:`population`): member ``k`` is backdoored when ``k`` is even and clean when odd; a backdoored
 member and the clean one after it share architecture and epochs, so the only difference within a pair is the
@@ -302,6 +305,104 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- scanning, calibration, report ------------------------------------------------------------------------------
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from kerasbd.scan import scan_many
+
+    work = Path(args.work)
+    members = load_manifest(work)["members"]
+    if not members:
+        print(f"no manifest under {work}: run train first", file=sys.stderr)
+        return 1
+    rows = scan_many([str(work / m["model"]) for m in members], work / "scans", clean=str(work / "clean.npz"), workers=args.workers,
+                     address=args.address, timeout=args.timeout)
+    print(f"scanned {sum(r['status'] == 'ok' for r in rows)} of {len(rows)} members into {work / 'scans'}")
+    return 0
+
+
+def calibrate(rows: list[dict[str, Any]], members: dict[str, dict[str, Any]], inspectors: list[str], population: str) -> Any:
+    """The calibration of ``inspectors``' statistics fitted on the scanned calibration-half members."""
+    from kerasbd.scan import FEATURES, Calibration
+
+    fit = [r for r in rows if members[r["name"]]["half"] == "calibration"]
+    return Calibration.fit([r["features"] for r in fit], [members[r["name"]]["role"] == "backdoored" for r in fit],
+                           [f for n in inspectors for f in FEATURES[n]], population=population, budget="fast")
+
+
+def _tpr_at(y: np.ndarray, p: np.ndarray, fpr: float) -> float:
+    from sklearn.metrics import roc_curve
+
+    false, true, _ = roc_curve(y, p)
+    return float(true[false <= fpr].max())
+
+
+def held_out_report(rows: list[dict[str, Any]], members: dict[str, dict[str, Any]], calibration: Any) -> dict[str, Any]:
+    """ROC-AUC, cross-entropy and TPR at 5 % FPR of ``calibration`` on the held-out members (overall and per attack
+    type against every held-out clean model), target-label accuracy on the detected all-to-one BadNets, seconds per model."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    test = [r for r in rows if members[r["name"]]["half"] == "held-out"]
+    y = np.array([members[r["name"]]["role"] == "backdoored" for r in test], int)
+    p = calibration.probabilities([r["features"] for r in test])
+    out: dict[str, Any] = {"n": len(test), "n_backdoored": int(y.sum()), "roc_auc": float(roc_auc_score(y, p)),
+                           "cross_entropy": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])),
+                           "tpr_at_5_fpr": _tpr_at(y, p, 0.05), "seconds_per_model": float(np.mean([r["seconds"] for r in test]))}
+    clean = y == 0
+    out["per_attack"] = {}
+    for attack in ATTACKS:
+        sel = np.array([members[r["name"]]["attack"] == attack for r in test])
+        if sel.any() and clean.any():
+            both = sel | clean
+            out["per_attack"][attack] = {"n": int(sel.sum()), "roc_auc": float(roc_auc_score(y[both], p[both])),
+                                         "detected": int((p[sel] > 0.5).sum())}
+    hits = [(r, m) for r in test if (m := members[r["name"]])["role"] == "backdoored" and (m.get("target") or {}).get("type") == "all-to-one"]
+    detected = [(r, m) for (r, m), q in zip(hits, calibration.probabilities([r["features"] for r, _ in hits]), strict=True) if q > 0.5]
+    out["target_accuracy"] = (float(np.mean([bool(r.get("targets")) and r["targets"][0] == m["target"]["label"] for r, m in detected]))
+                              if detected else None)
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from kerasbd.io import write_json, write_text
+    from kerasbd.scan import FEATURES
+
+    work = Path(args.work)
+    members = {m["name"]: m for m in load_manifest(work)["members"]}
+    summary = work / "scans" / "summary.json"
+    rows = [r for r in json.loads(summary.read_text())["models"] if r["status"] == "ok"] if summary.exists() else []
+    if not rows:
+        print(f"no finished scans under {work / 'scans'}: run scan first", file=sys.stderr)
+        return 1
+    population = f"recipes/scan_population.py, seed {load_manifest(work)['seed']}, calibration half ({len(members)} MNIST models in all)"
+    report: dict[str, Any] = {"scanned": len(rows), "members": len(members), "sets": {}}
+    calibrations = []
+    for inspectors in (list(FEATURES), ["deepinspect"], *([n] for n in FEATURES if n != "deepinspect")):
+        cal = calibrate(rows, members, inspectors, population)
+        report["sets"]["+".join(inspectors)] = {**held_out_report(rows, members, cal), "calibration": cal.to_dict()}
+        if inspectors in (list(FEATURES), ["deepinspect"]):
+            calibrations.append(cal.to_dict())
+    Path("results").mkdir(exist_ok=True)
+    write_json(Path("results/scan_population.json"), report)
+    lines = [f"# Scan population: {len(rows)} of {len(members)} members scanned", "",
+             "| inspectors | held-out n | ROC-AUC | cross-entropy | TPR @ 5 % FPR | target accuracy | s / model |", "|---|---|---|---|---|---|---|"]
+    for name, r in report["sets"].items():
+        lines.append(f"| {name} | {r['n']} | {r['roc_auc']:.3f} | {r['cross_entropy']:.3f} | {r['tpr_at_5_fpr']:.3f} | "
+                     f"{r['target_accuracy'] if r['target_accuracy'] is None else round(r['target_accuracy'], 3)} | {r['seconds_per_model']:.0f} |")
+    combined = report["sets"]["+".join(FEATURES)]
+    lines += ["", "Per attack type (combined verdict, against every held-out clean model):", "",
+              "| attack | n | ROC-AUC | detected |", "|---|---|---|---|"]
+    lines += [f"| {a} | {r['n']} | {r['roc_auc']:.3f} | {r['detected']} |" for a, r in combined["per_attack"].items()]
+    write_text(Path("results/scan_population.md"), "\n".join(lines) + "\n")
+    if args.ship:
+        write_json(Path(__file__).resolve().parent.parent / "kerasbd" / "scan" / "calibration.json",
+                   {"note": "Fitted by recipes/scan_population.py report --ship; one entry per inspector set and scan budget.",
+                    "calibrations": calibrations})
+    print("\n".join(lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI; a later stage adds its subcommand here (``sub.add_parser("scan")`` with ``set_defaults(func=cmd_scan)``),
     reading the population from :func:`load_manifest`."""
@@ -318,12 +419,22 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="print the manifest as a markdown table")
     ls.add_argument("--work", required=True)
     ls.set_defaults(func=cmd_list)
+    sc = sub.add_parser("scan", help="scan every member on Ray (finished members are skipped)")
+    sc.add_argument("--work", required=True)
+    sc.add_argument("--workers", type=int, default=None, help="models at once, one CPU each (default: the cores)")
+    sc.add_argument("--address", default=None, help="an existing Ray cluster")
+    sc.add_argument("--timeout", type=float, default=None, help="seconds per model")
+    sc.set_defaults(func=cmd_scan)
+    rp = sub.add_parser("report", help="calibrate on the calibration half, measure on the held-out half")
+    rp.add_argument("--work", required=True)
+    rp.add_argument("--ship", action="store_true", help="write the fitted calibrations into kerasbd/scan/calibration.json")
+    rp.set_defaults(func=cmd_report)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "list":  # listing needs no TensorFlow
+    if args.command in ("train", "scan"):  # listing and reporting need no TensorFlow
         from kerasbd._quiet import import_tensorflow_quietly
 
         import_tensorflow_quietly(1)

@@ -149,3 +149,31 @@ def test_scan_population_trains_a_member_writes_its_row_and_skips_it_on_rerun(zo
     assert sp.main(argv) == 0
     assert sp.main(["list", "--work", str(tmp_path)]) == 0
     assert f"| {name} | backdoored |" in capsys.readouterr().out
+
+
+def test_scan_population_calibrates_on_one_half_and_reports_the_other():
+    import scan_population as sp
+
+    from kerasbd.scan import FEATURES
+
+    pop = sp.population(64, 0)
+    members = {m["name"]: m for m in pop}
+    rng = np.random.default_rng(0)
+    names = [f for n in FEATURES for f in FEATURES[n]]
+    rows = []
+    for m in pop:
+        bad = m["role"] == "backdoored"
+        # Neural Cleanse's index separates the roles except for blend triggers; the other statistics are noise
+        shift = 3.0 if bad and m["attack"] != "blend" else 0.0
+        feats = {f: float(rng.normal()) for f in names} | {"nc_index": shift + float(rng.normal(0, 0.5))}
+        target = (m.get("target") or {}).get("label")
+        rows.append({"name": m["name"], "features": feats, "seconds": 10.0, "targets": [target] if target is not None else [1]})
+    cal = sp.calibrate(rows, members, list(FEATURES), "test population")
+    half = [m for m in pop if m["half"] == "calibration"]
+    assert cal.n_models == len(half) and cal.n_backdoored == sum(m["role"] == "backdoored" for m in half) and cal.features == names
+    report = sp.held_out_report(rows, members, cal)
+    assert report["n"] == 64 - len(half) and report["n_backdoored"] == 32 - cal.n_backdoored and report["seconds_per_model"] == 10.0
+    assert 0.8 < report["roc_auc"] < 1.0 and report["per_attack"]["blend"]["roc_auc"] < report["per_attack"]["patch"]["roc_auc"] == 1.0
+    assert report["target_accuracy"] == 1.0 and 0.0 < report["tpr_at_5_fpr"] <= 1.0 and report["cross_entropy"] > 0
+    only_di = sp.held_out_report(rows, members, sp.calibrate(rows, members, ["deepinspect"], "test population"))
+    assert only_di["roc_auc"] < report["roc_auc"]  # noise statistics alone separate nothing
