@@ -71,6 +71,24 @@ def mnist_split(n_val: int = 1000, seed: int = 0) -> tuple[tuple[np.ndarray, np.
     return split_defender(*mnist_test_set(), n_val=n_val, seed=seed)
 
 
+def mnist_train_split(n_val: int = 1000, n_train: int = 6000, seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The recipes' three MNIST sets: the defender's ``n_val`` images (:func:`mnist_split`), ``n_train`` training
+    images for fresh BadNets, and the rest held out: ``(val, train, test)``."""
+    from kerasbd.data import split_defender
+
+    val, rest = mnist_split(n_val=n_val, seed=seed)
+    train, test = split_defender(*rest, n_val=n_train, seed=seed)
+    return val, train, test
+
+
+def mnist_mlp() -> Any:
+    """The recipes' MNIST MLP (784-256-128-10, logits), beside the zoo's convolutional architectures."""
+    import keras
+
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(256, activation="relu"),
+                             keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)], name="mlp")
+
+
 def digits_case(seed: int = 0, epochs: int = 30, size: int = 16) -> tuple[ZooCase, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The demo's digits BadNet as a case, with its defender split and held-out test split.
 

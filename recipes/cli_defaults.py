@@ -86,22 +86,13 @@ METHODS = ["gym", "nnoculation-pre", "neural-cleanse"]
 
 def _split(work: Path) -> tuple[Path, Path, tuple[np.ndarray, np.ndarray]]:
     """defender.npz (1000), test.npz (3000) under ``work``; returns them and the 6000 training images."""
-    from kerasbd.data import split_defender
-    from kerasbd.experiments import mnist_split
+    from kerasbd.experiments import mnist_train_split
 
-    (x_val, y_val), rest = mnist_split(n_val=1000, seed=0)
-    train, test = split_defender(*rest, n_val=6000, seed=0)
+    val, train, test = mnist_train_split()
     work.mkdir(parents=True, exist_ok=True)
-    for name, (x, y) in (("defender", (x_val, y_val)), ("test", test)):
+    for name, (x, y) in (("defender", val), ("test", test)):
         np.savez(work / f"{name}.npz", x=np.round(x * 255).astype(np.uint8), y=y)
     return work / "defender.npz", work / "test.npz", train
-
-
-def _mlp() -> Any:
-    import keras
-
-    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(256, activation="relu"),
-                             keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)])
 
 
 def _train_fresh(name: str, case: dict[str, Any], train: tuple[np.ndarray, np.ndarray], folder: Path) -> tuple[Path, Path]:
@@ -109,6 +100,7 @@ def _train_fresh(name: str, case: dict[str, Any], train: tuple[np.ndarray, np.nd
     import keras
 
     from kerasbd.attacks import from_spec, train_badnet
+    from kerasbd.experiments import mnist_mlp
     from kerasbd.io import write_json
     from kerasbd.models import build_architecture
 
@@ -118,7 +110,7 @@ def _train_fresh(name: str, case: dict[str, Any], train: tuple[np.ndarray, np.nd
     folder.mkdir(parents=True, exist_ok=True)
     seed = int(case.get("seed", 0))
     keras.utils.set_random_seed(seed)
-    core = _mlp() if case["arch"] == "mlp" else build_architecture(case["arch"], input_shape=(28, 28, 1), num_classes=10)
+    core = mnist_mlp() if case["arch"] == "mlp" else build_architecture(case["arch"], input_shape=(28, 28, 1), num_classes=10)
     raw = case["range"] == "0-255"
     # train on canonical images; a raw-pixel model sees them ×255 (the scaling is outside the saved model)
     net = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Rescaling(255.0), core]) if raw else core

@@ -149,18 +149,15 @@ def backdoor_spec(member: dict[str, Any]) -> dict[str, Any] | None:
 
 def prepare_data(work: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The 6000 training and 3000 test images (canonical float32); writes ``clean.npz`` and ``test.npz`` once."""
-    from kerasbd.data import split_defender
-    from kerasbd.experiments import mnist_split
+    from kerasbd.experiments import mnist_train_split
+    from kerasbd.io import atomic_path
 
-    (x_val, y_val), rest = mnist_split(n_val=1000, seed=0)
-    train, test = split_defender(*rest, n_val=6000, seed=0)
-    work.mkdir(parents=True, exist_ok=True)
-    for name, (x, y) in (("clean", (x_val, y_val)), ("test", test)):
+    val, train, test = mnist_train_split()
+    for name, (x, y) in (("clean", val), ("test", test)):
         path = work / f"{name}.npz"
         if not path.exists():
-            tmp = work / f".{name}.tmp.npz"
-            np.savez(tmp, x=np.round(x * 255).astype(np.uint8), y=y)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                np.savez(tmp, x=np.round(x * 255).astype(np.uint8), y=y)
     return train, test
 
 
@@ -184,18 +181,13 @@ def _done(row: dict[str, Any] | None, member: dict[str, Any], work: Path) -> boo
 # --- training -------------------------------------------------------------------------------------------------------
 
 
-def _mlp() -> Any:
-    import keras
-
-    return keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Flatten(), keras.layers.Dense(256, activation="relu"),
-                             keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)], name="mlp")
-
-
 def train_member(member: dict[str, Any], work: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
     """Train one member (``member["epochs"]`` epochs on ``train``), save it, measure it on ``test``; its manifest row."""
     import keras
 
     from kerasbd.attacks import from_spec, save_spec, train_badnet
+    from kerasbd.experiments import mnist_mlp
+    from kerasbd.io import atomic_path
     from kerasbd.metrics import evaluate_backdoor
     from kerasbd.models import build_architecture
     from kerasbd.models.spec import InputSpec
@@ -203,7 +195,7 @@ def train_member(member: dict[str, Any], work: Path, train: tuple[np.ndarray, np
 
     start = time.perf_counter()
     keras.utils.set_random_seed(member["seed"])
-    net = _mlp() if member["arch"] == "mlp" else build_architecture(member["arch"], input_shape=(SIZE, SIZE, 1), num_classes=10, softmax=False)
+    net = mnist_mlp() if member["arch"] == "mlp" else build_architecture(member["arch"], input_shape=(SIZE, SIZE, 1), num_classes=10, softmax=False)
     spec = backdoor_spec(member)
     backdoors = from_spec(spec) if spec else []
     fit = {"epochs": member["epochs"], "batch_size": BATCH, "seed": member["seed"]}
@@ -216,9 +208,8 @@ def train_member(member: dict[str, Any], work: Path, train: tuple[np.ndarray, np
     folder.mkdir(parents=True, exist_ok=True)
     if backdoors:
         save_spec(folder / "trigger.json", backdoors, InputSpec((SIZE, SIZE, 1)))
-    tmp = folder / ".model.tmp.keras"  # Keras insists on the suffix; os.replace makes the final name appear whole
-    net.save(tmp)
-    os.replace(tmp, folder / "model.keras")
+    with atomic_path(folder / "model.keras") as tmp:  # the final name appears whole or not at all
+        net.save(tmp)
     asr = metrics["asr"]
     return {**member, "clean_acc": round(metrics["clean_acc"], 4), "asr": None if asr is None else round(asr, 4),
             "weak": None if asr is None else bool(asr < WEAK_ASR), "seconds": round(time.perf_counter() - start, 1),

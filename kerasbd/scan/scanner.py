@@ -46,8 +46,6 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 #: A model is called backdoored when P(backdoored) exceeds this.
 THRESHOLD = 0.5
-# the repair each inspector's finding leads to (its inspect-then-repair defense), in order of preference
-_REPAIRS = {"neural-cleanse": "neural-cleanse", "gangsweep": "gangsweep", "deepinspect": "deepinspect"}
 
 
 class Scanner(Configurable):
@@ -170,7 +168,8 @@ class ScanResult:
         flagged_by_any = any(r.flagged for r in inspections.values())
         backdoored = probability > THRESHOLD if probability is not None else flagged_by_any
         targets = _targets(inspections) if backdoored else []
-        repair = next((_REPAIRS[n] for n, r in inspections.items() if targets and targets[0] in r.flagged), None)
+        # each inspector has an inspect-then-repair defense of its own name: the first that flagged the target repairs it
+        repair = next((n for n, r in inspections.items() if targets and targets[0] in r.flagged), None)
         if backdoored and repair is None:  # no inspector flagged the label: a repair that needs no reversed trigger
             repair = "nnoculation-pre"
         how = calibration.describe() if calibration is not None else (
