@@ -223,9 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", dest="verbose", action="store_const", const=0, help="same as --verbose 0")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="train a BadNet on the embedded digits data, attack it, defend it")
+    p = sub.add_parser("demo", help="train a clean and a backdoored model on the embedded digits data, scan both, repair the flagged")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--defenses", default="all", help="comma-separated defense names, 'all' or 'none'")
+    p.add_argument("--defenses", default="none", help="also run these defenses and every input detector on the BadNet: names, 'all' or 'none'")
     p.add_argument("--out", default="runs/demo", help="output folder (JSON, markdown, plots)")
     p.add_argument("--quick", action="store_true", help="smaller budgets for a fast smoke run")
     _verbosity_args(p)

@@ -70,10 +70,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(result.verdict())
         print(f"wrote {result.save(args.out)}/")
         return 0
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise ConfigError('scanning several models runs on Ray, which is not installed: pip install "kerasbd[scan]".') from None
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:  # found, not imported: scan_many sets Ray's mode before its import
+        raise ConfigError('scanning several models runs on Ray, which is not installed: pip install "kerasbd[scan]".')
     if args.clean:
         _load_data(args.clean)  # a bad --clean is one error now, not one per model
     from kerasbd.reporting.results import markdown_table

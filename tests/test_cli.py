@@ -74,10 +74,20 @@ def test_errors_are_one_line(argv, needle, capsys):
     assert err.startswith("error:") and needle in err and "Traceback" not in err
 
 
-def test_demo_quick_reports_badnet_and_defense(tmp_path, capsys):
+def test_demo_quick_scans_both_models_repairs_the_flagged_and_tours_a_defense(tmp_path, capsys):
     assert main(["--verbose", "0", "demo", "--quick", "--defenses", "fine-pruning", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "demo.json").read_text())
     assert report["badnet"]["clean_acc"] > 0.8 and report["badnet"]["asr"] > 0.5
+    scans = {row["model"]: row for row in report["scans"]}
+    assert list(scans) == ["clean", "backdoored"]
+    for label, row in scans.items():
+        saved = json.loads((tmp_path / f"scan-{label}" / "scan.json").read_text())
+        assert row["P(backdoored)"] == saved["probability"] and 0 <= row["P(backdoored)"] <= 1  # calibrated: the shipped one
+        assert row["verdict"] == ("backdoored" if saved["backdoored"] else "clean")
+        # a flagged model is repaired with the repair its scan suggests, and the repair is measured
+        assert (row["repair"] == saved["repair"] and row["asr_after"] is not None) if saved["backdoored"] else row["repair"] == "—"
+        assert (tmp_path / f"repair-{label}").exists() == saved["backdoored"]
+    assert scans["backdoored"]["P(backdoored)"] > scans["clean"]["P(backdoored)"]
     assert [r["defense"] for r in report["defenses"]] == ["none (BadNet)", "fine-pruning"]
     assert (tmp_path / "fine-pruning" / "result.json").exists() and (tmp_path / "demo.md").exists()
 

@@ -114,6 +114,21 @@ def test_scanner_configuration_and_the_calibration_it_takes(tmp_path):
         Scanner(calibration=str(path)).calibration_for(["neural-cleanse"])
     fast = Scanner().build("gangsweep", np.zeros((10, 28, 28, 1), np.float32))
     assert fast.epochs == 5 and Scanner(budget="full").build("gangsweep", np.zeros((10, 28, 28, 1), np.float32)).epochs == 10
+    # the default scans (with and without clean data) are calibrated by the shipped file, which names its population
+    for clean in (True, False):
+        shipped = Scanner().calibration_for(Scanner().inspectors_for(clean))
+        assert shipped is not None and shipped.budget == "fast" and shipped.n_models >= 30 and "scan_population" in shipped.population
+    assert Scanner(budget="full").calibration_for(list(FEATURES)) is None  # not fitted for the full budget: uncalibrated
+
+
+def test_the_fast_budget_gives_the_inspectors_a_seeded_subset_of_the_clean_data():
+    from kerasbd.scan.scanner import _limited
+
+    x, y = np.arange(1000, dtype=np.float32).reshape(1000, 1, 1, 1), np.arange(1000) % 10
+    xs, ys = _limited((x, y), 300, seed=0)
+    assert len(xs) == 300 and np.array_equal(ys, xs[:, 0, 0, 0].astype(int) % 10)  # images keep their labels
+    assert np.array_equal(_limited((x, y), 300, seed=0)[0], xs) and not np.array_equal(_limited((x, y), 300, seed=1)[0], xs)
+    assert _limited(x, 300, seed=0).shape == (300, 1, 1, 1) and _limited((x, y), None, seed=0)[0] is x
 
 
 @pytest.fixture(scope="module")
@@ -159,15 +174,14 @@ def test_one_model_through_the_cli(tiny_models, tmp_path, capsys):
 
 def test_three_models_on_a_local_ray_with_two_cpus_record_failures_and_resume(tiny_models, tmp_path):
     ray = pytest.importorskip("ray")
-    from kerasbd.scan import scan_many
+    from kerasbd.scan import scan_many, start_ray
 
     (clean_model, badnet), clean, folder = tiny_models
     broken = folder / "broken.keras"
     broken.write_bytes(b"not a model")
     scanner = Scanner(params=TINY)
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_NUM_INTRAOP_THREADS": "1"}})
+        start_ray(2, verbose=0)
         rows = scan_many([clean_model, badnet, str(broken)], tmp_path / "scan", clean=clean, scanner=scanner, workers=2, verbose=0)
         assert [r["name"] for r in rows] == ["clean", "badnet", "broken"]
         assert [r["status"] for r in rows] == ["ok", "ok", "failed"] and rows[2]["reason"]

@@ -6,8 +6,8 @@
 """
 
 from kerasbd.scan.calibration import FEATURES, Calibration, features_of, shipped_calibration, suspect_label
-from kerasbd.scan.many import model_name, scan_many, scan_one
-from kerasbd.scan.scanner import BUDGETS, THRESHOLD, Scanner, ScanResult
+from kerasbd.scan.many import model_name, scan_many, scan_one, start_ray
+from kerasbd.scan.scanner import BUDGETS, CLEAN_LIMIT, THRESHOLD, Scanner, ScanResult
 
-__all__ = ["BUDGETS", "FEATURES", "THRESHOLD", "Calibration", "ScanResult", "Scanner", "features_of", "model_name", "scan_many", "scan_one",
-           "shipped_calibration", "suspect_label"]
+__all__ = ["BUDGETS", "CLEAN_LIMIT", "FEATURES", "THRESHOLD", "Calibration", "ScanResult", "Scanner", "features_of", "model_name", "scan_many",
+           "scan_one", "shipped_calibration", "start_ray", "suspect_label"]

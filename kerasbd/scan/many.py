@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 from kerasbd.errors import ConfigError
 from kerasbd.scan.scanner import Scanner
 
-__all__ = ["model_name", "scan_many", "scan_one"]
+__all__ = ["model_name", "scan_many", "scan_one", "start_ray"]
 
 _STATUS_COLUMNS = ("name", "status", "probability", "backdoored", "targets", "repair", "seconds", "reason")
 
@@ -90,6 +91,22 @@ def _write_summary(out: Path, rows: list[dict[str, Any]]) -> None:
     write_text(out / "summary.html", summary_html(f"kerasbd scan: {done} of {len(rows)} models scanned", table))
 
 
+def start_ray(workers: int | None = None, address: str | None = None, verbose: int = 1) -> Any:
+    """Ray, started unless it runs in this process already: a local Ray with ``workers`` CPUs (default: the cores),
+    or the cluster at ``address``; its TensorFlow workers quiet and one thread each. Returns the ``ray`` module."""
+    if address is None and "ray" not in sys.modules:
+        # A local Ray turns token authentication on by default and warns so on every start unless the mode is set;
+        # set it (on, as the default) before Ray reads its configuration at import, to keep the start quiet.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray
+
+    if not ray.is_initialized():
+        threads = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "2"}
+        ray.init(address=address, num_cpus=None if address else (workers or os.cpu_count() or 1), include_dashboard=False,
+                 log_to_driver=verbose >= 2, configure_logging=verbose >= 2, runtime_env={"env_vars": threads})
+    return ray
+
+
 def scan_many(models: Sequence[str], out: str | os.PathLike, *, clean: str | None = None, scanner: Scanner | None = None,
               workers: int | None = None, address: str | None = None, timeout: float | None = None, seed: int = 0,
               input_range: str | None = None, verbose: int = 1) -> list[dict[str, Any]]:
@@ -103,8 +120,6 @@ def scan_many(models: Sequence[str], out: str | os.PathLike, *, clean: str | Non
         timeout: seconds a model may take before its task is cancelled and recorded as ``timeout``.
         seed, input_range: for every model.
     """
-    import ray
-
     from kerasbd.io import Progress
 
     names = [model_name(m) for m in models]
@@ -123,10 +138,7 @@ def scan_many(models: Sequence[str], out: str | os.PathLike, *, clean: str | Non
             rows[name] = {**done, "status": "ok", "reason": "resumed: scanned by an earlier run"}
         else:
             todo.append((ref, name))
-    if not ray.is_initialized():
-        threads = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "2"}
-        ray.init(address=address, num_cpus=None if address else (workers or os.cpu_count() or 1), include_dashboard=False,
-                 log_to_driver=verbose >= 2, configure_logging=verbose >= 2, runtime_env={"env_vars": threads})
+    ray = start_ray(workers, address, verbose)
     slots = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     remote: Any = ray.remote  # Ray's stubs type remote functions by arity only up to positional arguments
     task = remote(num_cpus=1, max_calls=1, max_retries=0)(scan_one)
