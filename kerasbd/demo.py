@@ -168,12 +168,12 @@ def run_demo(seed: int = 0, defenses: str = "none", out: str | Path | None = "ru
 
     rows, detector_rows, details = _tour(case, before, defenses, quick, seed, out, say, verbose)
     tour = ""
-    if rows[1:]:
-        tour += "\n\nDefenses on the BadNet (held-out test set):\n\n" + markdown_table(rows)
-        say("\nDefenses on the BadNet (held-out test set):\n" + markdown_table(rows))
-    if detector_rows:
-        tour += "\n\nInput detectors (held-out clean vs triggered inputs):\n\n" + markdown_table(detector_rows)
-        say("\nInput detectors (held-out clean vs triggered inputs):\n" + markdown_table(detector_rows))
+    for title, table in (("Defenses on the BadNet (held-out test set)", rows[1:] and rows),
+                         ("Input detectors (held-out clean vs triggered inputs)", detector_rows)):
+        if table:
+            section = f"{title}:\n\n{markdown_table(table)}"
+            tour += "\n\n" + section
+            say("\n" + section)
     report = {"seed": seed, "quick": quick, "badnet": before, "scans": scans, "defenses": rows, "detectors": detector_rows, "details": details}
     if out is not None:
         write_json(out / "demo.json", report)

@@ -419,6 +419,17 @@ def _truth(entry: dict[str, Any]) -> tuple[str, int | None]:
     return target["type"], target.get("label")
 
 
+def _as_required(kind: str, target: int | None, row: dict[str, Any]) -> bool | None:
+    """The must-show rule: an all-to-one BadNet above 0.5 with its true target named first, a clean model below 0.5;
+    None for the other kinds (all-to-all: reported only) and for a model not scanned."""
+    p = row.get("probability")
+    if p is None or kind not in ("clean", "all-to-one"):
+        return None
+    if kind == "clean":
+        return bool(p < 0.5)
+    return bool(p > 0.5 and row.get("targets") and row["targets"][0] == target)
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     """Scan the zoo's MNIST models with the shipped calibration (``kerasbd scan zoo:NAME ... --clean WORK/clean.npz``)."""
     from kerasbd.io import write_json, write_text
@@ -435,13 +446,10 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     table = []
     for entry, row in zip(entries, rows, strict=True):
         kind, target = _truth(entry)
-        p = row.get("probability")
-        # the must-show rule: all-to-one BadNets above 0.5 with the true target named first, clean models below 0.5
-        passed = (None if kind not in ("clean", "all-to-one") or p is None else
-                  p < 0.5 if kind == "clean" else p > 0.5 and bool(row.get("targets")) and row["targets"][0] == target)
         table.append({"model": entry["name"], "truth": kind if target is None else f"{kind} → {target}", "status": row["status"],
-                      "P(backdoored)": p, "verdict": "backdoored" if row.get("backdoored") else "clean",
-                      "targets": ",".join(map(str, row.get("targets") or [])) or "—", "as required": passed, "seconds": row.get("seconds")})
+                      "P(backdoored)": row.get("probability"), "verdict": "backdoored" if row.get("backdoored") else "clean",
+                      "targets": ",".join(map(str, row.get("targets") or [])) or "—", "as required": _as_required(kind, target, row),
+                      "seconds": row.get("seconds")})
     write_json(Path("results/scan_zoo.json"), {"clean": str(work / "clean.npz"), "models": table, "scans": rows})
     text = markdown_table(table)
     write_text(Path("results/scan_zoo.md"), "# `kerasbd scan` on the zoo's MNIST models (shipped calibration)\n\n"
@@ -450,6 +458,11 @@ def cmd_zoo(args: argparse.Namespace) -> int:
                + text + "\n")
     print(text)
     return 0
+
+
+def _ray_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=None, help="models at once, one CPU each (default: the cores)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per model")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -470,9 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_list)
     sc = sub.add_parser("scan", help="scan every member on Ray (finished members are skipped)")
     sc.add_argument("--work", required=True)
-    sc.add_argument("--workers", type=int, default=None, help="models at once, one CPU each (default: the cores)")
+    _ray_args(sc)
     sc.add_argument("--address", default=None, help="an existing Ray cluster")
-    sc.add_argument("--timeout", type=float, default=None, help="seconds per model")
     sc.set_defaults(func=cmd_scan)
     rp = sub.add_parser("report", help="calibrate on the calibration half, measure on the held-out half")
     rp.add_argument("--work", required=True)
@@ -480,8 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_report)
     zo = sub.add_parser("zoo", help="scan the zoo's MNIST models with the shipped calibration")
     zo.add_argument("--work", required=True)
-    zo.add_argument("--workers", type=int, default=None, help="models at once, one CPU each (default: the cores)")
-    zo.add_argument("--timeout", type=float, default=None, help="seconds per model")
+    _ray_args(zo)
     zo.set_defaults(func=cmd_zoo)
     return p
 
