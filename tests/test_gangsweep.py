@@ -9,7 +9,7 @@ import pytest
 
 from kerasbd.attacks import AdditivePerturbation, trigger_from_spec
 from kerasbd.defenses import DEFENSES, INSPECTORS, GangSweep, GangSweepInspector
-from kerasbd.defenses.inspection.gangsweep import _robust_z
+from kerasbd.defenses.inspection.gangsweep import _label_statistics, _robust_z
 from kerasbd.errors import ConfigError
 from kerasbd.generators import PerturbationTrainer, resnet_generator
 
@@ -51,6 +51,16 @@ def test_alpha_follows_eq_4_after_one_step(rule, allowed):
         assert (alpha == expected).all()  # the step's own terms decide (one batch: the same terms as computed here)
 
 
+def test_success_rule_doubles_alpha_until_the_masks_succeed():
+    trainer, x, y = _trainer("success")
+    success = np.asarray(trainer.losses_of(x, y)["success"])
+    trainer.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    expected = np.where(success >= trainer.success_target, 1.0, 4.0)  # from α = 2: halved once the target is met
+    assert (np.asarray(trainer.alpha) == expected).all()
+    with pytest.raises(ConfigError, match="success_target"):
+        GangSweepInspector(success_target=0.0)
+
+
 def test_images_of_the_target_class_carry_no_adversarial_term():
     trainer, x, _ = _trainer("fixed")
     terms = trainer.losses_of(x, np.zeros(8, int))  # every image already of target 0
@@ -64,6 +74,57 @@ def test_robust_z_scores_small_variance_and_large_distance_high():
     assert _robust_z(v, -1.0).argmax() == 5 and _robust_z(d, 1.0).argmax() == 5
     assert ((_robust_z(v, -1.0) + _robust_z(d, 1.0)) / 2)[5] > 2
     assert _robust_z(np.ones(4), 1.0).tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def _linear_classifier(offset: bool) -> keras.Model:
+    """Logits W·x on 4×4 images; with ``offset`` every logit also gets the image's pixel sum (a softmax-free shift)."""
+    w = np.random.default_rng(3).normal(size=(16, 3)).astype("float32")
+    if offset:
+        w = w + 1.0
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3, use_bias=False)])
+    model.layers[-1].set_weights([w])
+    return model
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_persistence_shift_variance_and_distance_against_loops(center, rng):
+    model = _linear_classifier(offset=False)
+    xs = {s: rng.random((3, 4, 4, 1)).astype("float32") * 0.5 for s in (1, 2)}
+    masks = {s: rng.uniform(-0.5, 0.5, (3, 2, 4, 4, 1)).astype("float32") for s in (1, 2)}  # 2 swept labels: 0, 1
+
+    def logits(x):
+        z = np.clip(x, 0, 1).reshape(len(x), -1).astype(np.float64) @ model.layers[-1].get_weights()[0].astype(np.float64)
+        return z - z.mean(1, keepdims=True) if center else z
+
+    sources = {s: (xs[s], logits(xs[s]), masks[s]) for s in xs}
+    got = _label_statistics(model, sources, t=0, k=0, center=center)
+    p, v, d = [], [], []
+    for s in (1, 2):  # both source classes differ from the target 0
+        x, m = xs[s], masks[s][:, 0]
+        hits = [np.argmax(logits(x[j:j + 1] + m[c:c + 1])) == 0 for j in range(3) for c in range(3) if c != j]
+        p.append(np.mean(hits))
+        shift = logits(x + m) - logits(x)
+        v.append(np.mean([np.var(shift[:, i]) for i in range(3)]))
+        d.append(np.mean([logits(x[i:i + 1] + m[i:i + 1]).max() - logits(x[i:i + 1]).max() for i in range(3)]))
+    np.testing.assert_allclose([got["persistence"], got["shift_variance"], got["shift_distance"]], [np.mean(p), np.mean(v), np.mean(d)],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_centered_shift_statistics_ignore_a_per_image_logit_offset(rng):
+    """A softmax classifier's logits are defined up to a constant per image; centered V and D do not see it."""
+    xs = {1: rng.random((4, 4, 4, 1)).astype("float32") * 0.5}
+    masks = {1: rng.uniform(-0.5, 0.5, (4, 1, 4, 4, 1)).astype("float32")}
+    plain, shifted = _linear_classifier(offset=False), _linear_classifier(offset=True)
+
+    def stats(model, center):
+        z = np.asarray(model.predict(xs[1], verbose=0), np.float64)
+        return _label_statistics(model, {1: (xs[1], z - z.mean(1, keepdims=True) if center else z, masks[1])}, t=0, k=0, center=center)
+
+    a, b = stats(plain, True), stats(shifted, True)
+    np.testing.assert_allclose([a["shift_variance"], a["shift_distance"]], [b["shift_variance"], b["shift_distance"]], rtol=1e-4)
+    assert a["persistence"] == b["persistence"]
+    raw_a, raw_b = stats(plain, False), stats(shifted, False)
+    assert abs(raw_a["shift_distance"] - raw_b["shift_distance"]) > 1e-2
 
 
 def test_additive_perturbation_round_trips_through_its_spec():

@@ -12,8 +12,12 @@ term for that copy. ``α_t`` starts at ``alpha`` (2 in the paper) and follows Eq
 (``alpha_every="step"``) or after every epoch on the epoch's mean terms (``"epoch"``):
 ``alpha_rule="multiplicative"`` halves it when the perturbation term exceeds the adversarial term and doubles it
 otherwise (kept within ``alpha_bounds``); ``"literal"`` sets it to ½ or 2, as Eq. 4 is printed; ``"fixed"``
-keeps it (DeepInspect's constant trade-off). The copies share no weight, so summing their losses trains each on
-its own loss, in one batched computation.
+keeps it (DeepInspect's constant trade-off); ``"success"`` doubles it while the copy's masks succeed on fewer than
+``success_target`` of its images and halves it otherwise (Neural Cleanse's cost schedule, in Eq. 4's steps). Both
+readings of Eq. 4 settle where the two terms are equal, i.e. at a mean hinge as large as the masks' L2 norm, so
+the masks need not succeed (on the zoo's ``ruizegao_mnist_backdoor_7`` each label's masks flipped 1-71 % of its
+own images); ``"success"`` settles at the smallest masks that flip ``success_target`` of them. The copies share
+no weight, so summing their losses trains each on its own loss, in one batched computation.
 
 Everything Keras gives a model applies: ``fit`` with callbacks, ``save_weights``/``load_weights`` (generator,
 optimizer state and each label's α), ``tf.distribute`` (build and compile inside ``strategy.scope()``) and
@@ -36,7 +40,7 @@ from kerasbd.generators.resnet import stacked_output
 
 __all__ = ["ALPHA_EVERY", "ALPHA_RULES", "PerturbationTrainer"]
 
-ALPHA_RULES = ("multiplicative", "literal", "fixed")
+ALPHA_RULES = ("multiplicative", "literal", "fixed", "success")
 ALPHA_EVERY = ("step", "epoch")
 
 
@@ -51,6 +55,7 @@ class PerturbationTrainer(keras.Model):
         alpha, alpha_rule, alpha_bounds, alpha_every: the adversarial weight's start value, its update and when
             it is updated (see the module).
         kappa: the confidence margin κ of the hinge (0: stop pushing once ``t`` wins).
+        success_target: the share of images the masks must send to ``t`` (``alpha_rule="success"``).
 
     Train with ``fit(x, y)`` (labels select, per copy, the images that carry an adversarial term).
 
@@ -68,7 +73,7 @@ class PerturbationTrainer(keras.Model):
 
     def __init__(self, generator: keras.Model, classifier: keras.Model, targets: Sequence[int], *, alpha: float = 2.0,
                  alpha_rule: str = "multiplicative", alpha_bounds: tuple[float, float] = (1e-3, 1e3), alpha_every: str = "step",
-                 kappa: float = 0.0, **kwargs: Any) -> None:
+                 kappa: float = 0.0, success_target: float = 0.9, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if alpha_rule not in ALPHA_RULES:
             raise ConfigError(f"alpha_rule must be one of {', '.join(ALPHA_RULES)}, got {alpha_rule!r}.")
@@ -78,6 +83,9 @@ class PerturbationTrainer(keras.Model):
             raise ConfigError(f"alpha must be positive and within alpha_bounds {alpha_bounds}, got {alpha}.")
         if not targets:
             raise ConfigError("give at least one target label.")
+        if not 0.0 < success_target <= 1.0:
+            raise ConfigError(f"success_target must be in (0, 1], got {success_target}.")
+        self.success_target = float(success_target)
         self.generator, self.classifier = generator, classifier  # only the generator's variables are trained
         self.targets = [int(t) for t in targets]
         self.alpha_rule, self.alpha_bounds, self.kappa = alpha_rule, (float(alpha_bounds[0]), float(alpha_bounds[1])), float(kappa)
@@ -85,8 +93,8 @@ class PerturbationTrainer(keras.Model):
         # one α per copy, updated from the step's own losses; the first replica's value is kept under tf.distribute
         self.alpha = keras.Variable(np.full(n, alpha, np.float32), trainable=False, name="alpha", aggregation="only_first_replica")
         self.alpha_every = alpha_every
-        # the epoch's summed terms and step count, for alpha_every="epoch"
-        self._sums = keras.Variable(np.zeros((3, n), np.float32), trainable=False, name="epoch_sums", aggregation="only_first_replica")
+        # the epoch's summed terms, success and step count, for alpha_every="epoch"
+        self._sums = keras.Variable(np.zeros((4, n), np.float32), trainable=False, name="epoch_sums", aggregation="only_first_replica")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "perturbation", "adversarial", "success", "alpha")}
         self.built = True
 
@@ -124,9 +132,9 @@ class PerturbationTrainer(keras.Model):
             terms = self.losses_of(x, y, training=True)
         apply_mean_gradient(tape, terms["total"], self.generator.trainable_variables, self.optimizer)
         if self.alpha_every == "step":
-            self._update_alpha(terms["perturbation"], terms["adversarial"])
+            self._update_alpha(terms["perturbation"], terms["adversarial"], terms["success"])
         else:
-            self._sums.assign_add(ops.stack([terms["perturbation"], terms["adversarial"], ops.ones_like(terms["perturbation"])]))
+            self._sums.assign_add(ops.stack([terms["perturbation"], terms["adversarial"], terms["success"], ops.ones_like(terms["perturbation"])]))
         return self._track(terms)
 
     def test_step(self, data: Any) -> dict[str, Any]:
@@ -139,15 +147,15 @@ class PerturbationTrainer(keras.Model):
 
     def end_epoch(self) -> None:
         """Apply Eq. 4 to the epoch's mean terms and start the next epoch's sums (``alpha_every="epoch"``)."""
-        pert, adv, steps = np.asarray(self._sums)
+        pert, adv, success, steps = np.asarray(self._sums)
         if steps.max() > 0:
-            self._update_alpha(pert / steps, adv / steps)
+            self._update_alpha(pert / steps, adv / steps, success / steps)
         self._sums.assign(np.zeros_like(np.asarray(self._sums)))
 
-    def _update_alpha(self, perturbation: Any, adversarial: Any) -> None:
+    def _update_alpha(self, perturbation: Any, adversarial: Any, success: Any) -> None:
         if self.alpha_rule == "fixed":
             return
-        shrink = perturbation > adversarial
+        shrink = success >= self.success_target if self.alpha_rule == "success" else perturbation > adversarial
         if self.alpha_rule == "literal":
             new = ops.where(shrink, 0.5, 2.0)
         else:

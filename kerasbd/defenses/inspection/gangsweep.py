@@ -29,6 +29,17 @@ reason:
   to ½ or 2 as printed;
 - batch 32; ``sample_size`` 20 images per source class (the paper's ``n`` is not given);
 - images of class ``t`` carry no adversarial term for ``G_t`` (they already are ``t``);
+- V and D on the logits as given (``logits="raw"``); ``logits="centered"`` subtracts each image's mean logit
+  first, because a softmax model's logits are only defined up to a constant per image: on the zoo's
+  ``ruizegao_mnist_backdoor_7`` (stored with softmax) the raw logits give the target's masks D = −352 (others
+  −70..+33), the centered ones D = +234, z_D 11.6. Not the default yet: the shipped scan calibration was fitted
+  with raw logits, and Z_V still points the wrong way on that model (the target's V is the largest, z_V −8.2);
+- ``alpha_rule="success"`` (with ``alpha_every="epoch"``, ``success_target``) is an alternative to Eq. 4 whose
+  masks do succeed (see :class:`~kerasbd.generators.PerturbationTrainer`); measured on the zoo, not adopted: with
+  ``success_target=0.99`` and centered logits it flags the pattern BadNet's target 0 in seeds 0 and 1 (AI 5.4, 6.6;
+  the default misses it in seed 1) and leaves both clean models unflagged, but on ``ruizegao_mnist_backdoor_7``
+  seed 0 finds the trigger (its masks' L2 4.0 against a median of 25) at AI 1.7 only, and seed 1 misses it and
+  flags label 4 (AI 2.4);
 - each label's reversed trigger (``result.triggers``) is its mean perturbation over the sampled images, an
   :class:`~kerasbd.attacks.AdditivePerturbation`; the patching of :class:`~kerasbd.defenses.GangSweep` uses the
   generators' per-image masks.
@@ -55,6 +66,7 @@ from kerasbd.reporting import InspectionResult
 __all__ = ["GangSweepInspector", "SweptGenerators"]
 
 PERTURBATIONS = ("signed", "unit")
+LOGITS = ("centered", "raw")
 
 
 @dataclass
@@ -92,9 +104,13 @@ class GangSweepInspector(ModelInspector):
     Args:
         epochs, batch_size, learning_rate: the generators' training (10, 32, Adam 0.01).
         alpha, alpha_rule, kappa: Eq. 1-4's adversarial weight, its update and margin (2, halve/double, 0).
+        success_target: with ``alpha_rule="success"``, the share of images the masks must flip (see
+            :class:`~kerasbd.generators.PerturbationTrainer`).
         filters, blocks: generator size (AdvGAN's 8 filters, 4 residual blocks).
         perturbation: ``"signed"`` = ``tanh`` added as is; ``"unit"`` = ``(tanh + 1) / 2`` (see the module).
         sample_size: images per source class for P, V and D.
+        logits: ``"raw"`` (default) computes V and D on the logits as the model gives them; ``"centered"`` on the
+            logits minus their per-image mean (see the module).
         persistence_threshold, ai_threshold: Algorithm 1's thresholds (0.9, 2).
         labels: hypothetical targets (default: all); the MAD test runs over these.
         label_chunk: generators trained together in one computation (None: all labels at once); smaller
@@ -120,10 +136,12 @@ class GangSweepInspector(ModelInspector):
         alpha_rule: str = "multiplicative",
         alpha_every: str = "step",
         kappa: float = 0.0,
+        success_target: float = 0.9,
         filters: int = 8,
         blocks: int = 4,
         perturbation: str = "signed",
         sample_size: int = 20,
+        logits: str = "raw",
         persistence_threshold: float = 0.9,
         ai_threshold: float = 2.0,
         labels: Sequence[int] | None = None,
@@ -137,6 +155,8 @@ class GangSweepInspector(ModelInspector):
             raise ConfigError(f"alpha_rule must be one of {', '.join(ALPHA_RULES)}, got {alpha_rule!r}.")
         if perturbation not in PERTURBATIONS:
             raise ConfigError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}.")
+        if logits not in LOGITS:
+            raise ConfigError(f"logits must be one of {', '.join(LOGITS)}, got {logits!r}.")
         if not 0.0 < persistence_threshold <= 1.0 or ai_threshold <= 0:
             raise ConfigError(f"persistence_threshold must be in (0, 1] and ai_threshold positive, got {persistence_threshold}, {ai_threshold}.")
         if label_chunk is not None and label_chunk < 1:
@@ -144,9 +164,12 @@ class GangSweepInspector(ModelInspector):
         self.epochs, self.batch_size, self.learning_rate = int(epochs), int(batch_size), float(learning_rate)
         if alpha_every not in ALPHA_EVERY:
             raise ConfigError(f"alpha_every must be one of {', '.join(ALPHA_EVERY)}, got {alpha_every!r}.")
+        if not 0.0 < success_target <= 1.0:
+            raise ConfigError(f"success_target must be in (0, 1], got {success_target}.")
         self.alpha, self.alpha_rule, self.alpha_every, self.kappa = float(alpha), alpha_rule, alpha_every, float(kappa)
+        self.success_target = float(success_target)
         self.filters, self.blocks, self.perturbation = int(filters), int(blocks), perturbation
-        self.sample_size = int(sample_size)
+        self.sample_size, self.logits = int(sample_size), logits
         self.persistence_threshold, self.ai_threshold = float(persistence_threshold), float(ai_threshold)
         self.labels = None if labels is None else [int(lab) for lab in labels]
         self.label_chunk = label_chunk
@@ -184,7 +207,7 @@ class GangSweepInspector(ModelInspector):
             else:
                 with strategy.scope():
                     trainer = PerturbationTrainer(generator, model, chunk, alpha=self.alpha, alpha_rule=self.alpha_rule,
-                                                 alpha_every=self.alpha_every, kappa=self.kappa)
+                                                 alpha_every=self.alpha_every, kappa=self.kappa, success_target=self.success_target)
                     trainer.compile(optimizer=keras.optimizers.Adam(self.learning_rate))
                 trainer.fit(x, y, epochs=self.epochs, batch_size=self.batch_size * strategy.num_replicas_in_sync, shuffle=True,
                             verbose=2 if ctx.verbose >= 2 else 0)
@@ -210,8 +233,9 @@ class GangSweepInspector(ModelInspector):
         if len(sample) < 2:
             raise ConfigError(f"GangSweep needs at least 2 clean images of at least 2 classes; the clean labels have {len(sample)} such class.")
         # per source class, once: its images, their clean logits and every label's masks
-        sources = {s: (x[idx], _predict(model, x[idx]), swept.perturb_all(x[idx])) for s, idx in sample.items()}
-        stats = {t: _label_statistics(model, sources, t, k) for k, t in enumerate(labels)}
+        center = self.logits == "centered"
+        sources = {s: (x[idx], _predict(model, x[idx], center), swept.perturb_all(x[idx])) for s, idx in sample.items()}
+        stats = {t: _label_statistics(model, sources, t, k, center) for k, t in enumerate(labels)}
         p = np.array([stats[t]["persistence"] for t in labels])
         v = np.array([stats[t]["shift_variance"] for t in labels])
         d = np.array([stats[t]["shift_distance"] for t in labels])
@@ -272,7 +296,8 @@ def _robust_z(values: np.ndarray, sign: float) -> np.ndarray:
     return out
 
 
-def _label_statistics(model: keras.Model, sources: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], t: int, k: int) -> dict[str, Any]:
+def _label_statistics(model: keras.Model, sources: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], t: int, k: int,
+                      center: bool) -> dict[str, Any]:
     """P, V, D of target ``t`` (the ``k``-th swept label) over the source classes s ≠ t, the masks' mean L2, the
     masks' own success and the mean mask; ``sources`` maps s to (images, clean logits, all labels' masks)."""
     persistence, variance, distance, l2, success, masks = [], [], [], [], [], []
@@ -284,8 +309,8 @@ def _label_statistics(model: keras.Model, sources: dict[int, tuple[np.ndarray, n
         # every ordered pair (j, c), c ≠ j: image j stamped with the mask generated from image c
         j, c = np.nonzero(~np.eye(n, dtype=bool))
         pairs = np.clip(xs[j] + m[c], 0.0, 1.0)
-        persistence.append(float(np.mean(_predict(model, pairs).argmax(1) == t)))
-        after = _predict(model, np.clip(xs + m, 0.0, 1.0))
+        persistence.append(float(np.mean(_predict(model, pairs, center).argmax(1) == t)))
+        after = _predict(model, np.clip(xs + m, 0.0, 1.0), center)
         variance.append(float(np.var(after - before, axis=0).mean()))
         distance.append(float(np.mean(after.max(1) - before.max(1))))
         success.append(float(np.mean(after.argmax(1) == t)))
@@ -295,5 +320,6 @@ def _label_statistics(model: keras.Model, sources: dict[int, tuple[np.ndarray, n
             "mask_l2": float(np.mean(l2)), "success": float(np.mean(success)), "mean_mask": np.concatenate(masks).mean(axis=0)}
 
 
-def _predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    return np.asarray(model.predict(x, batch_size=512, verbose=0), np.float64)
+def _predict(model: keras.Model, x: np.ndarray, center: bool) -> np.ndarray:
+    z = np.asarray(model.predict(x, batch_size=512, verbose=0), np.float64)
+    return z - z.mean(axis=1, keepdims=True) if center else z
