@@ -36,10 +36,10 @@ reason:
   with raw logits, and Z_V still points the wrong way on that model (the target's V is the largest, z_V −8.2);
 - ``alpha_rule="success"`` (with ``alpha_every="epoch"``, ``success_target``) is an alternative to Eq. 4 whose
   masks do succeed (see :class:`~kerasbd.generators.PerturbationTrainer`); measured on the zoo, not adopted: with
-  ``success_target=0.99`` and centered logits it flags the pattern BadNet's target 0 in seeds 0 and 1 (AI 5.4, 6.6;
-  the default misses it in seed 1) and leaves both clean models unflagged, but on ``ruizegao_mnist_backdoor_7``
-  seed 0 finds the trigger (its masks' L2 4.0 against a median of 25) at AI 1.7 only, and seed 1 misses it and
-  flags label 4 (AI 2.4);
+  ``success_target=0.99`` and centered logits it flags the pattern BadNet's target 0 in seeds 0-2 (AI 5.4, 6.6, 4.4;
+  the default misses it in seed 1) and leaves both clean models unflagged (2 seeds each), but on
+  ``ruizegao_mnist_backdoor_7`` seeds 0 and 2 find the trigger (masks' L2 4.0 and 3.5 against a median of ~24) at
+  AI 1.7 and −14.5 only, and seed 1 misses it and flags label 4 (AI 2.4);
 - each label's reversed trigger (``result.triggers``) is its mean perturbation over the sampled images, an
   :class:`~kerasbd.attacks.AdditivePerturbation`; the patching of :class:`~kerasbd.defenses.GangSweep` uses the
   generators' per-image masks.
