@@ -31,8 +31,8 @@ reason:
 - images of class ``t`` carry no adversarial term for ``G_t`` (they already are ``t``);
 - V and D on the logits as given (``logits="raw"``); ``logits="centered"`` subtracts each image's mean logit
   first, because a softmax model's logits are only defined up to a constant per image: on the zoo's
-  ``ruizegao_mnist_backdoor_7`` (stored with softmax) the raw logits give the target's masks D = −352 (others
-  −70..+33), the centered ones D = +234, z_D 11.6. Not the default yet: the shipped scan calibration was fitted
+  ``ruizegao_mnist_backdoor_7`` (stored with softmax; two runs with ``alpha_rule="success"``) the raw logits gave
+  the target's masks D = −352 (others −70..+33), the centered ones D = +234, z_D 11.6. Not the default yet: the shipped scan calibration was fitted
   with raw logits, and Z_V still points the wrong way on that model (the target's V is the largest, z_V −8.2);
 - ``alpha_rule="success"`` (with ``alpha_every="epoch"``, ``success_target``) is an alternative to Eq. 4 whose
   masks do succeed (see :class:`~kerasbd.generators.PerturbationTrainer`); measured on the zoo, not adopted: with
