@@ -47,6 +47,9 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=5, help="timed iterations per setting")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args()
+    from kerasbd._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(1)  # no TensorFlow start-up lines in the output
     load_before = os.getloadavg()[0]
     rows = []
     schedules = {"original (ngf 64, batch 256)": DHBE(), "short preset": DHBE.preset("short")}

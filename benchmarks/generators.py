@@ -65,6 +65,9 @@ def main() -> None:
     parser.add_argument("--deepid-images", type=int, default=64)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
+    from kerasbd._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(1)  # no TensorFlow start-up lines in the output
 
     x, y = mnist_test_set()
     x, y = x[: args.images], y[: args.images]

@@ -93,6 +93,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="CycleGAN steps timed per setting")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args()
+    from kerasbd._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(1)  # no TensorFlow start-up lines in the output
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     serving, training = ensemble_rows(args.inputs), cyclegan_rows(args.steps)

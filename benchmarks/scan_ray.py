@@ -67,6 +67,9 @@ def main() -> None:
     parser.add_argument("--cli-models", type=int, default=2, help="of those, scanned again by the single-process CLI")
     parser.add_argument("--out", default="benchmarks/results/scan_ray")
     args = parser.parse_args()
+    from kerasbd._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(1)  # no TensorFlow start-up lines in the output
     work = Path(args.work)
     models, clean = _members(work, args.models), str(work / "clean.npz")
     load_before = os.getloadavg()

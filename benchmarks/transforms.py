@@ -276,6 +276,9 @@ def main() -> None:
     ap.add_argument("--release-memory", action="store_true", help="leave glibc's defaults (freed memory goes back to the OS)")
     ap.add_argument("--out", type=Path, default=RESULTS / "transforms.json")
     args = ap.parse_args()
+    from kerasbd._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(1)  # no TensorFlow start-up lines in the output
     kept = False if args.release_memory else keep_freed_memory()
     rows = run(args.n, args.repeat, args.only, args.threads)
     meta = {

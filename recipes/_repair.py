@@ -34,6 +34,9 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
                                                            "settings takes those from here instead of running them again")
     p.add_argument("--restart", action="store_true", help="discard what --checkpoint-dir holds instead of resuming")
     args = p.parse_args(argv)
+    from kerasbd._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(1)  # no TensorFlow start-up lines in the output
     if args.seeds is None:
         args.seeds = [0] if args.quick else [0, 1, 2]
     if args.quick and args.n_eval is None:

@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", default="runs/cli_defaults", help="models, data and every command's output folder")
     p.add_argument("--out", default="results")
     args = p.parse_args(argv)
+    from kerasbd._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(1)  # no TensorFlow start-up lines in the output
     fresh = FRESH if args.suite == "main" else VALIDATION
     zoo = ZOO if args.suite == "main" else []
     names = {"all": [*fresh, *zoo], "fresh": list(fresh), "zoo": zoo}.get(args.models) or args.models.split(",")

@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", default="runs/dhbe")
     p.add_argument("--out", default="results")
     args = p.parse_args(argv)
+    from kerasbd._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(1)  # no TensorFlow start-up lines in the output
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     cases = _cases(args.models)

@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 100 inputs, 10 overlays, one seed")
     parser.add_argument("--out", default="results")
     args = parser.parse_args(argv)
+    from kerasbd._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(1)  # no TensorFlow start-up lines in the output
     if args.quick:
         args.n_eval, args.n_overlays, args.seeds = 100, 10, [0]
 

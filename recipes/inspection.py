@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", default="runs/inspection")
     p.add_argument("--out", default="results")
     args = p.parse_args(argv)
+    from kerasbd._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(1)  # no TensorFlow start-up lines in the output
     work, out = Path(args.work), Path(args.out)
     val, train, test = _data()
     cases = _cases(args.models, train, work)

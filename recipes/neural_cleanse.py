@@ -152,6 +152,9 @@ def main() -> None:
     parser.add_argument("--name", default="neural_cleanse", help="result file name (e.g. neural_cleanse_long for a longer schedule)")
     parser.add_argument("--verbose", type=int, default=0)
     args = parser.parse_args()
+    from kerasbd._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(1)  # no TensorFlow start-up lines in the output
 
     val, test = mnist_split(n_val=1000, seed=0)
     cases = [(c, val, test) for c in mnist_zoo_cases(include_clean=True) if not args.models or c.name in args.models]

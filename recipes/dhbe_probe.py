@@ -1,0 +1,96 @@
+"""Probes for why DHBE's short runs keep the zoo's MNIST backdoors (issue #16 notes, README "Known limits").
+
+``noise``: the share of images drawn from the sample generator's space (N(mean, std) per pixel in canonical
+units, the MNIST constants DHBE maps its normalised space with) each zoo MNIST model sends to each label — a
+backdoor that noise already fires is distilled into the student by the generated images themselves.
+
+``train``: a DHBE trainer (``--preset short`` plus ``--set`` overrides) on one zoo model, with the clean accuracy
+and ASR on 1,000 held-out images after every ``--eval-every`` epochs; ``--oracle TOP LEFT`` pins the trigger
+generator's patch to that position (the true trigger's corner) to separate finding the trigger from erasing it.
+
+    python recipes/dhbe_probe.py noise
+    python recipes/dhbe_probe.py train --set backdoor_weight=0 from_scratch=true student_lr=0.001 --epochs 6
+    python recipes/dhbe_probe.py train --oracle 23 23 --set backdoor_weight=1 student_lr=0.001 --epochs 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+
+def noise(seed: int) -> None:
+    from kerasbd.experiments import mnist_zoo_cases
+    from kerasbd.models import as_logits_model
+
+    x = (0.1307 + 0.3081 * np.random.default_rng(seed).normal(size=(2000, 28, 28, 1))).astype("float32")
+    print("| model | target | share of noise images per label 0–9 |\n|---|---|---|")
+    for case in mnist_zoo_cases():
+        labels = as_logits_model(case.classifier).predict(x, verbose=0).argmax(1)
+        print(f"| {case.name} | {case.target} | {' '.join(f'{v:.3f}' for v in np.bincount(labels, minlength=10) / len(labels))} |")
+
+
+def train(args: argparse.Namespace) -> None:
+    import tensorflow as tf
+
+    from kerasbd.defenses import DEFENSES
+    from kerasbd.experiments import mnist_split, mnist_zoo_cases
+    from kerasbd.metrics import evaluate_backdoor
+    from kerasbd.models import as_logits_model
+
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    case = {c.name: c for c in mnist_zoo_cases()}[args.model]
+    _, rest = mnist_split(1000, 0)
+    x, y = rest[0][:1000], rest[1][:1000]
+    net = as_logits_model(case.classifier)
+    defense = DEFENSES["dhbe"].preset("short", **overrides)
+    defense.epochs = args.epochs
+    trainer = defense.build_trainer(net, args.seed)
+    if args.oracle:
+        top, left = args.oracle
+
+        def pinned(n: Any) -> tuple[Any, Any]:
+            shape = () if trainer.position == "batch" else (n,)
+            return tf.fill(shape, top), tf.fill(shape, left)
+
+        trainer._position = pinned  # a probe, not an option: the defender does not know where the trigger is
+    print(f"settings: {overrides or 'short preset'}; oracle position: {args.oracle}; seed {args.seed}")
+    steps, start = np.zeros((defense.epoch_itrs, 1), np.float32), time.perf_counter()
+    for epoch in range(0, args.epochs, args.eval_every):
+        trainer.fit(steps, batch_size=1, epochs=epoch + args.eval_every, initial_epoch=epoch, shuffle=False, verbose=0)
+        m = evaluate_backdoor(trainer.discriminator, x, y, case.backdoors)
+        print(f"iterations {(epoch + args.eval_every) * defense.epoch_itrs}: CA {m['clean_acc']:.4f}, ASR {m['asr']:.4f} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("probe", choices=["noise", "train"])
+    p.add_argument("--model", default="dillonsd_pattern_all_to_one")
+    p.add_argument("--oracle", type=int, nargs=2, default=None, metavar=("TOP", "LEFT"))
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    from kerasbd._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(1)  # no TensorFlow start-up lines in the output
+    if args.probe == "noise":
+        noise(args.seed)
+    else:
+        train(args)
+
+
+if __name__ == "__main__":
+    main()
