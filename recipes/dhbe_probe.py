@@ -7,6 +7,8 @@ backdoor that noise already fires is distilled into the student by the generated
 ``train``: a DHBE trainer (``--preset short`` plus ``--set`` overrides) on one zoo model, with the clean accuracy
 and ASR on 1,000 held-out images after every ``--eval-every`` epochs; ``--oracle TOP LEFT`` pins the trigger
 generator's patch to that position (the true trigger's corner) to separate finding the trigger from erasing it.
+``--epochs`` (of 50 iterations) is the run's whole schedule: the learning rates drop ×0.1 at 60 % and 80 % of it,
+so the figures after a given iteration depend on it (the README's are with ``--epochs 6``).
 
     python recipes/dhbe_probe.py noise
     python recipes/dhbe_probe.py train --set backdoor_weight=0 from_scratch=true student_lr=0.001 --epochs 6
