@@ -18,7 +18,6 @@ so the figures after a given iteration depend on it (the README's are with ``--e
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
 
@@ -26,10 +25,12 @@ import numpy as np
 
 
 def noise(seed: int) -> None:
+    from kerasbd.defenses.repair.dhbe import DHBE
     from kerasbd.experiments import mnist_zoo_cases
     from kerasbd.models import as_logits_model
 
-    x = (0.1307 + 0.3081 * np.random.default_rng(seed).normal(size=(2000, 28, 28, 1))).astype("float32")
+    mean, std, _ = DHBE().pixel_stats((28, 28, 1))  # the MNIST constants DHBE maps its normalised space with
+    x = (np.asarray(mean) + np.asarray(std) * np.random.default_rng(seed).normal(size=(2000, 28, 28, 1))).astype("float32")
     print("| model | target | share of noise images per label 0–9 |\n|---|---|---|")
     for case in mnist_zoo_cases():
         labels = as_logits_model(case.classifier).predict(x, verbose=0).argmax(1)
@@ -39,24 +40,18 @@ def noise(seed: int) -> None:
 def train(args: argparse.Namespace) -> None:
     import tensorflow as tf
 
+    from kerasbd.cli_common import _parse_sets
     from kerasbd.defenses import DEFENSES
     from kerasbd.experiments import mnist_split, mnist_zoo_cases
     from kerasbd.metrics import evaluate_backdoor
     from kerasbd.models import as_logits_model
 
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = _parse_sets(args.set)
     case = {c.name: c for c in mnist_zoo_cases()}[args.model]
     _, rest = mnist_split(1000, 0)
     x, y = rest[0][:1000], rest[1][:1000]
     net = as_logits_model(case.classifier)
-    defense = DEFENSES["dhbe"].preset("short", **overrides)
-    defense.epochs = args.epochs
+    defense = DEFENSES["dhbe"].preset("short", **{**overrides, "epochs": args.epochs})
     trainer = defense.build_trainer(net, args.seed)
     if args.oracle:
         top, left = args.oracle
