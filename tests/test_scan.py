@@ -114,6 +114,8 @@ def test_scanner_configuration_and_the_calibration_it_takes(tmp_path):
         Scanner(calibration=str(path)).calibration_for(["neural-cleanse"])
     fast = Scanner().build("gangsweep", np.zeros((10, 28, 28, 1), np.float32))
     assert fast.epochs == 5 and Scanner(budget="full").build("gangsweep", np.zeros((10, 28, 28, 1), np.float32)).epochs == 10
+    # the fast scan keeps the Eq. 4 settings its shipped calibration was fitted with, whatever the auto preset says
+    assert (fast.alpha_rule, fast.alpha_every, fast.logits, fast.variance) == ("multiplicative", "step", "raw", "per-logit")
     # the default scans (with and without clean data) are calibrated by the shipped file, which names its population
     for clean in (True, False):
         shipped = Scanner().calibration_for(Scanner().inspectors_for(clean))

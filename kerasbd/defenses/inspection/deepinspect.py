@@ -69,10 +69,6 @@ class ConditionalTriggers:
         out = [np.asarray(self.generator([z[i:i + batch_size], onehot[i:i + batch_size]], training=False)) for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, *x.shape[1:]), np.float32)
 
-    def stamp(self, x: np.ndarray, label: int) -> np.ndarray:
-        """``clip(x + G(z, label), 0, 1)`` with one noise draw per image."""
-        return np.clip(x + self.perturb(x, label), 0.0, 1.0).astype(np.float32)
-
 
 class DeepInspectInspector(ModelInspector):
     """DeepInspect's detection: model inversion, a conditional trigger generator, the double-MAD test.

@@ -32,14 +32,24 @@ reason:
 - V and D on the logits as given (``logits="raw"``); ``logits="centered"`` subtracts each image's mean logit
   first, because a softmax model's logits are only defined up to a constant per image: on the zoo's
   ``ruizegao_mnist_backdoor_7`` (stored with softmax; two runs with ``alpha_rule="success"``) the raw logits gave
-  the target's masks D = −352 (others −70..+33), the centered ones D = +234, z_D 11.6. Not the default yet: the shipped scan calibration was fitted
-  with raw logits, and Z_V still points the wrong way on that model (the target's V is the largest, z_V −8.2);
-- ``alpha_rule="success"`` (with ``alpha_every="epoch"``, ``success_target``) is an alternative to Eq. 4 whose
-  masks do succeed (see :class:`~kerasbd.generators.PerturbationTrainer`); measured on the zoo, not adopted: with
-  ``success_target=0.99`` and centered logits it flags the pattern BadNet's target 0 in seeds 0-2 (AI 5.4, 6.6, 4.4;
-  the default misses it in seed 1) and leaves both clean models unflagged (2 seeds each), but on
-  ``ruizegao_mnist_backdoor_7`` seeds 0 and 2 find the trigger (masks' L2 4.0 and 3.5 against a median of ~24) at
-  AI 1.7 and −14.5 only, and seed 1 misses it and flags label 4 (AI 2.4);
+  the target's masks D = −352 (others −70..+33), the centered ones D = +234, z_D 11.6;
+- V read as each logit's variance over the images, averaged over the logits (``variance="per-logit"``), or as
+  ``variance="cosine"``: 1 − the mean cosine similarity of each image's logit shift with the mean shift, the
+  "shift similarity" of the paper's Table 2, which does not grow with the logits' scale. A model whose logits are
+  large on triggered inputs has the largest per-logit variance at its target even where every shift points the same
+  way: on ``ruizegao_mnist_backdoor_7`` (auto preset, ``alpha_every="step"``, seed 0) the target's z_V is −19.1
+  per-logit and +0.7 cosine, its AI −0.7 and 9.2;
+- ``alpha_rule="success"`` (``alpha_every="epoch"``, ``success_target``) replaces Eq. 4 by a rule whose masks do
+  succeed (see :class:`~kerasbd.generators.PerturbationTrainer`): both readings of Eq. 4 settle where the hinge
+  equals the masks' L2 norm, so their masks need not flip their images and no label need reach persistence 0.9;
+- the ``auto`` preset (the CLI's default) uses all three (:data:`SUCCEEDING_MASKS`: success rule at 0.99, centered
+  logits, cosine V); the constructor keeps the paper's Eq. 4, raw logits and per-logit V (``--preset original``), and the fast scan keeps
+  them too, because its shipped calibration was fitted with them. Measured with the recipe's 1,000 clean MNIST
+  images (recipes/inspection.py; README): the auto preset flags the pattern BadNet's target 0 in 3 of 3 seeds
+  (Eq. 4: 2 of 3) and the recipe's two-trigger and polymorphic LeNet-5 BadNets (Eq. 4: neither), and leaves the
+  clean models unflagged; neither finds ``ruizegao_mnist_backdoor_7``'s trigger in seeds 0-2 (its masks' L2 is not
+  the smallest). With every label's masks succeeding, most labels pass persistence 0.9 and the anomaly index
+  decides;
 - each label's reversed trigger (``result.triggers``) is its mean perturbation over the sampled images, an
   :class:`~kerasbd.attacks.AdditivePerturbation`; the patching of :class:`~kerasbd.defenses.GangSweep` uses the
   generators' per-image masks.
@@ -63,10 +73,14 @@ from kerasbd.generators.resnet import resnet_generator, stacked_output
 from kerasbd.io import Progress
 from kerasbd.reporting import InspectionResult
 
-__all__ = ["GangSweepInspector", "SweptGenerators"]
+__all__ = ["SUCCEEDING_MASKS", "GangSweepInspector", "SweptGenerators"]
 
 PERTURBATIONS = ("signed", "unit")
 LOGITS = ("centered", "raw")
+VARIANCES = ("per-logit", "cosine")
+#: What the ``auto`` preset (the CLI's default) puts on top of the paper's constants; ``--preset original`` drops it.
+SUCCEEDING_MASKS: dict[str, Any] = {"alpha_rule": "success", "alpha_every": "epoch", "success_target": 0.99, "logits": "centered",
+                                    "variance": "cosine"}
 
 
 @dataclass
@@ -93,10 +107,6 @@ class SweptGenerators:
         p = np.concatenate(out) if out else np.zeros((0, copies, *x.shape[1:]), np.float32)
         return (p + 1.0) / 2.0 if self.unit else p
 
-    def stamp(self, x: np.ndarray, label: int) -> np.ndarray:
-        """``clip(x + G_label(x), 0, 1)``: the images with their own generated masks."""
-        return np.clip(x + self.perturb(x, label), 0.0, 1.0).astype(np.float32)
-
 
 class GangSweepInspector(ModelInspector):
     """GangSweep's detection: perturbation generators per label, persistence, shift variance and distance, AI.
@@ -111,6 +121,8 @@ class GangSweepInspector(ModelInspector):
         sample_size: images per source class for P, V and D.
         logits: ``"raw"`` (default) computes V and D on the logits as the model gives them; ``"centered"`` on the
             logits minus their per-image mean (see the module).
+        variance: V as ``"per-logit"`` (default: each logit's shift's variance over the images, averaged) or
+            ``"cosine"`` (1 − the mean cosine similarity of each image's logit shift with the mean shift; see the module).
         persistence_threshold, ai_threshold: Algorithm 1's thresholds (0.9, 2).
         labels: hypothetical targets (default: all); the MAD test runs over these.
         label_chunk: generators trained together in one computation (None: all labels at once); smaller
@@ -142,6 +154,7 @@ class GangSweepInspector(ModelInspector):
         perturbation: str = "signed",
         sample_size: int = 20,
         logits: str = "raw",
+        variance: str = "per-logit",
         persistence_threshold: float = 0.9,
         ai_threshold: float = 2.0,
         labels: Sequence[int] | None = None,
@@ -157,6 +170,8 @@ class GangSweepInspector(ModelInspector):
             raise ConfigError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}.")
         if logits not in LOGITS:
             raise ConfigError(f"logits must be one of {', '.join(LOGITS)}, got {logits!r}.")
+        if variance not in VARIANCES:
+            raise ConfigError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}.")
         if not 0.0 < persistence_threshold <= 1.0 or ai_threshold <= 0:
             raise ConfigError(f"persistence_threshold must be in (0, 1] and ai_threshold positive, got {persistence_threshold}, {ai_threshold}.")
         if label_chunk is not None and label_chunk < 1:
@@ -169,7 +184,7 @@ class GangSweepInspector(ModelInspector):
         self.alpha, self.alpha_rule, self.alpha_every, self.kappa = float(alpha), alpha_rule, alpha_every, float(kappa)
         self.success_target = float(success_target)
         self.filters, self.blocks, self.perturbation = int(filters), int(blocks), perturbation
-        self.sample_size, self.logits = int(sample_size), logits
+        self.sample_size, self.logits, self.variance = int(sample_size), logits, variance
         self.persistence_threshold, self.ai_threshold = float(persistence_threshold), float(ai_threshold)
         self.labels = None if labels is None else [int(lab) for lab in labels]
         self.label_chunk = label_chunk
@@ -179,8 +194,11 @@ class GangSweepInspector(ModelInspector):
         batch = cls().batch_size
         pixels = int(np.prod(images.shape[1:]))
         chunk = max(1, MAX_STACKED_PIXELS // (batch * pixels))
-        return Preset("auto", {"label_chunk": chunk}, f"at most {chunk} labels' generators train together on {images.shape[1]}×"
-                      f"{images.shape[2]}×{images.shape[3]} images (≤ {MAX_STACKED_PIXELS:,} input pixels per step); the paper's constants otherwise")
+        return Preset("auto", {"label_chunk": chunk, **SUCCEEDING_MASKS},
+                      f"at most {chunk} labels' generators train together on {images.shape[1]}×{images.shape[2]}×{images.shape[3]} images "
+                      f"(≤ {MAX_STACKED_PIXELS:,} input pixels per step); masks that flip {SUCCEEDING_MASKS['success_target']:.0%} of their "
+                      "images, centered logits and cosine V instead of Eq. 4, raw logits and per-logit V (module docstring); "
+                      "the paper's constants otherwise")
 
     # ------------------------------------------------------------------------------------------------ training
     def sweep(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> SweptGenerators:
@@ -235,7 +253,7 @@ class GangSweepInspector(ModelInspector):
         # per source class, once: its images, their clean logits and every label's masks
         center = self.logits == "centered"
         sources = {s: (x[idx], _predict(model, x[idx], center), swept.perturb_all(x[idx])) for s, idx in sample.items()}
-        stats = {t: _label_statistics(model, sources, t, k, center) for k, t in enumerate(labels)}
+        stats = {t: _label_statistics(model, sources, t, k, center, self.variance) for k, t in enumerate(labels)}
         p = np.array([stats[t]["persistence"] for t in labels])
         v = np.array([stats[t]["shift_variance"] for t in labels])
         d = np.array([stats[t]["shift_distance"] for t in labels])
@@ -297,10 +315,10 @@ def _robust_z(values: np.ndarray, sign: float) -> np.ndarray:
 
 
 def _label_statistics(model: keras.Model, sources: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], t: int, k: int,
-                      center: bool) -> dict[str, Any]:
+                      center: bool, variance: str = "per-logit") -> dict[str, Any]:
     """P, V, D of target ``t`` (the ``k``-th swept label) over the source classes s ≠ t, the masks' mean L2, the
     masks' own success and the mean mask; ``sources`` maps s to (images, clean logits, all labels' masks)."""
-    persistence, variance, distance, l2, success, masks = [], [], [], [], [], []
+    persistence, spread, distance, l2, success, masks = [], [], [], [], [], []
     for s, (xs, before, all_masks) in sources.items():
         if s == t:
             continue
@@ -311,13 +329,23 @@ def _label_statistics(model: keras.Model, sources: dict[int, tuple[np.ndarray, n
         pairs = np.clip(xs[j] + m[c], 0.0, 1.0)
         persistence.append(float(np.mean(_predict(model, pairs, center).argmax(1) == t)))
         after = _predict(model, np.clip(xs + m, 0.0, 1.0), center)
-        variance.append(float(np.var(after - before, axis=0).mean()))
+        spread.append(_shift_variance(after - before, cosine=variance == "cosine"))
         distance.append(float(np.mean(after.max(1) - before.max(1))))
         success.append(float(np.mean(after.argmax(1) == t)))
         l2.append(float(np.linalg.norm(m.reshape(n, -1), axis=1).mean()))
         masks.append(m)
-    return {"persistence": float(np.mean(persistence)), "shift_variance": float(np.mean(variance)), "shift_distance": float(np.mean(distance)),
+    return {"persistence": float(np.mean(persistence)), "shift_variance": float(np.mean(spread)), "shift_distance": float(np.mean(distance)),
             "mask_l2": float(np.mean(l2)), "success": float(np.mean(success)), "mean_mask": np.concatenate(masks).mean(axis=0)}
+
+
+def _shift_variance(shift: np.ndarray, cosine: bool) -> float:
+    """Eq. 6 on the logit shifts (N, K): each logit's variance over the images, averaged; or, scale-free,
+    1 − the mean cosine similarity of each image's shift with the mean shift."""
+    if not cosine:
+        return float(np.var(shift, axis=0).mean())
+    mean = shift.mean(axis=0)
+    norms = np.linalg.norm(shift, axis=1) * np.linalg.norm(mean)
+    return float(1.0 - np.mean(shift @ mean / np.maximum(norms, 1e-12)))
 
 
 def _predict(model: keras.Model, x: np.ndarray, center: bool) -> np.ndarray:
