@@ -7,16 +7,21 @@ Models: the zoo's MNIST BadNets (``dillonsd_pattern_all_to_one`` and ``ruizegao_
 (``dillonsd_baseline``, ``ruizegao_mnist_clean``), and two BadNets trained by this recipe on 6,000 other MNIST test
 images (LeNet-5, 10 % poisoned, 8 epochs): ``two-triggers`` (a 3×3 patch bottom-right *and* a 6-pixel pattern
 top-left, each alone sends to 0; GangSweep Fig. 7) and ``polymorphic`` (one 3×3 patch at either the top-left or the
-bottom-right corner → 0; Fig. 11). Each method runs with the settings the CLI gives it (``--preset auto``):
-GangSweep with the defender's 1,000 clean images (``kerasbd defend gangsweep --model M --clean C --test T``),
-DeepInspect with none (``kerasbd defend deepinspect --model M --test T``). Metrics on 3,000 held-out images;
-``trigger_covered`` = the share of the true trigger's footprint the flagged label's mean reversed trigger covers
-(the smaller over the two triggers of a two-trigger model). Neural Cleanse (``--methods neural-cleanse``) runs its
-inspection beside them with the step cap of recipes/neural_cleanse.py (60 steps).
+bottom-right corner → 0; Fig. 11); for Tables 3–4, ``size-4`` … ``size-16`` (a white square of that side,
+bottom-right → 3) and ``transparency-0.1`` … ``transparency-0.6`` (a whole-image seeded noise blend of opacity
+1 − transparency → 5; the paper's Firefox logo on GTSRB is not available here; not in the default ``--models``).
+Each method runs with the settings the CLI gives it (``--preset auto``): GangSweep with the defender's 1,000 clean
+images (``kerasbd defend gangsweep --model M --clean C --test T``), DeepInspect with none (``kerasbd defend
+deepinspect --model M --test T``). Metrics on 3,000 held-out images; ``trigger_covered`` = the share of the true
+trigger's footprint the flagged label's mean reversed trigger covers (the smaller over the two triggers of a
+two-trigger model). Neural Cleanse (``--methods neural-cleanse``) runs its inspection beside them with the step cap
+of recipes/neural_cleanse.py (60 steps).
 
     python recipes/inspection.py                       # both methods, every model, seed 0
     python recipes/inspection.py --seeds 0 1 2 --methods deepinspect
     python recipes/inspection.py --models two-triggers polymorphic --methods neural-cleanse
+    python recipes/inspection.py --models size-4 size-8 size-12 size-16 transparency-0.1 transparency-0.2 \
+        transparency-0.4 transparency-0.6 --methods gangsweep neural-cleanse --seeds 0 1 2
 
 Runs are cached under ``--work`` (a rerun skips finished ones); ``results/inspection.{json,md}`` is rewritten after
 every run. Paper anchors: GangSweep Table 5, MNIST after patching: 99.1 % CA, 0.24 % ASR; DeepInspect's paper
@@ -43,12 +48,23 @@ TRAINED: dict[str, list[dict[str, Any]]] = {
     "polymorphic": [{"name": "patch-tl", "trigger": {"type": "patch", "size": 3, "position": "top-left", "margin": 1}, "target": 0},
                     {"name": "patch-br", "trigger": {"type": "patch", "size": 3, "position": "bottom-right", "margin": 1}, "target": 0}],
 }
+#: GangSweep Tables 3-4 on MNIST: a white square of growing size, and a whole-image noise blend of growing transparency
+#: (the paper's transparency t is our blend opacity 1 - t)
+SIZES, TRANSPARENCIES = (4, 8, 12, 16), (0.1, 0.2, 0.4, 0.6)
+TRAINED.update({f"size-{n}": [{"name": f"square-{n}", "trigger": {"type": "patch", "size": n, "position": "bottom-right", "margin": 1},
+                               "target": 3}] for n in SIZES})
+TRAINED.update({f"transparency-{t}": [{"name": f"blend-{t}", "trigger": {"type": "blend", "pattern": "noise", "alpha": round(1 - t, 2),
+                                                                         "seed": 0}, "target": 5}] for t in TRANSPARENCIES})
+SWEEP_PAPER = {"size-4": "8.66 / 37; NC 2.56 / 37", "size-8": "5.91 / 37; NC 2.21 / 37", "size-12": "8.47 / 37; NC 1.8 / none",
+               "size-16": "2.55 / 37; NC 1.6 / none", "transparency-0.1": "8.47 / 10; NC 5.47 / 10",
+               "transparency-0.2": "6.75 / 10; NC 3.06 / 10,11", "transparency-0.4": "3.35 / 10; NC 1.8 / none",
+               "transparency-0.6": "2.10 / 10; NC 1.6 / none"}
 ZOO = ["dillonsd_pattern_all_to_one", "ruizegao_mnist_backdoor_7", "dillonsd_single_pixel_all_to_all", "csaw_f_mnist_all_to_all",
        "dillonsd_baseline", "ruizegao_mnist_clean"]
 METHODS = ["gangsweep", "deepinspect"]
 PAPER = {"gangsweep": "Table 5 MNIST after patching: CA 99.1 %, ASR 0.24 %"}
-COLUMNS = ["model", "method", "seed", "true_target", "flagged", "score", "target_flagged", "trigger_covered", "clean_acc_before",
-           "asr_before", "clean_acc", "asr", "drop", "seconds"]
+COLUMNS = ["model", "method", "seed", "true_target", "flagged", "flagged_model_gate", "score", "target_flagged", "trigger_covered",
+           "clean_acc_before", "asr_before", "clean_acc", "asr", "drop", "seconds"]
 
 
 def _data() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -115,6 +131,14 @@ def run(method: str, case: tuple[str, Any, list[Any], bool], val: Any, test: Any
         result = defense.run(clf, None if method == "deepinspect" else val, eval_data=test, backdoors=backdoors, seed=seed,
                              checkpoint_dir=ckpt, verbose=0)
         flagged, score, matches = result.details["flagged"], result.details["score"], result.details.get("trigger_match", [])
+        if method == "gangsweep":  # the same statistics under Algorithm 1 as printed (--set inspector__persistence_gate=model)
+            from kerasbd.defenses.inspection.gangsweep import algorithm_1
+
+            d = result.details
+            labels = list(d["persistence"])
+            by_model, _ = algorithm_1(labels, np.array([d["persistence"][t] for t in labels]), np.array([d["anomaly_indices"][t] for t in labels]),
+                                      d["persistence_threshold"], d["ai_threshold"], gate="model")
+            row["flagged_model_gate"] = ",".join(map(str, by_model)) or "none"
         b, a = result.metrics_before, result.metrics_after
         row.update(clean_acc_before=b["clean_acc"], asr_before=b.get("asr"), clean_acc=a["clean_acc"], asr=a.get("asr"),
                    drop=b["clean_acc"] - a["clean_acc"])
@@ -127,20 +151,58 @@ def run(method: str, case: tuple[str, Any, list[Any], bool], val: Any, test: Any
     return row
 
 
+def _gate_hit(row: dict[str, Any]) -> bool | None:
+    """Whether Algorithm 1 as printed (``flagged_model_gate``) got the row right: the true target flagged, or
+    nothing on a clean model; None where the row has no such column or no single target."""
+    if row.get("flagged_model_gate") is None or not isinstance(row["true_target"], int) and row["true_target"] != "clean":
+        return None
+    flagged = [] if row["flagged_model_gate"] == "none" else [int(t) for t in row["flagged_model_gate"].split(",")]
+    return not flagged if row["true_target"] == "clean" else row["true_target"] in flagged
+
+
+def _sweep_table(rows: list[dict[str, Any]]) -> str:
+    """GangSweep Tables 3-4 on MNIST: per sweep model and method, the seeds whose flagged labels include the true target
+    and the anomaly index, beside the paper's GTSRB figures (AI / detected label)."""
+    swept = [m for m in SWEEP_PAPER if any(r["model"] == m for r in rows)]
+    if not swept:
+        return ""
+    lines = ["\n\n## Trigger size and transparency (GangSweep Tables 3-4)\n",
+             "MNIST LeNet-5s trained here: white squares (bottom-right, -> 3) and whole-image noise blends of opacity "
+             "1 - transparency (-> 5); the paper's are GTSRB with a Firefox logo (-> 37 and 10). Cells: seeds flagging the "
+             "target / seeds, the anomaly index of each seed (the largest the rule may flag) and, for GangSweep, the seeds "
+             "right under Algorithm 1's model-level persistence gate (`persistence_gate=model`).\n",
+             "| model | GangSweep | Neural Cleanse | paper: GangSweep AI / label; NC |", "|---|---|---|---|"]
+    for model in swept:
+        cells = []
+        for method in ("gangsweep", "neural-cleanse"):
+            done = sorted((r for r in rows if r["model"] == model and r["method"] == method), key=lambda r: r["seed"])
+            gated = [h for r in done if (h := _gate_hit(r)) is not None]
+            cells.append((f"{sum(bool(r['target_flagged']) for r in done)}/{len(done)} (AI {', '.join(str(r['score']) for r in done)})"
+                          + (f"; model gate {sum(gated)}/{len(gated)}" if gated else "")) if done else "—")
+        lines.append(f"| {model} | {cells[0]} | {cells[1]} | {SWEEP_PAPER[model]} |")
+    return "\n".join(lines)
+
+
 def write(rows: list[dict[str, Any]], out: Path) -> None:
     from kerasbd.experiments import write_results
 
     lines = []
     for method in dict.fromkeys(r["method"] for r in rows):
-        done = [r for r in rows if r["method"] == method]
+        done = [r for r in rows if r["method"] == method and r["model"] not in SWEEP_PAPER]
         one = [r for r in done if isinstance(r["true_target"], int)]
         clean = [r for r in done if r["true_target"] == "clean"]
         lines.append(f"- `{method}`: true target flagged in {sum(bool(r['target_flagged']) for r in one)} of {len(one)} all-to-one runs; "
                      f"clean models not flagged in {sum(bool(r['target_flagged']) for r in clean)} of {len(clean)} runs"
                      + (f"; paper: {PAPER[method]}" if method in PAPER else "") + ".")
+        gated = [(r, h) for r in one + clean if (h := _gate_hit(r)) is not None]
+        if gated:
+            lines.append(f"- `{method}` with Algorithm 1's model-level persistence gate (`--set inspector__persistence_gate=model`): "
+                         f"true target flagged in {sum(h for r, h in gated if r in one)} of {sum(r in one for r, _ in gated)} all-to-one "
+                         f"runs; clean models not flagged in {sum(h for r, h in gated if r in clean)} of {sum(r in clean for r, _ in gated)}.")
     notes = ("Every defense ran with its CLI defaults (`--preset auto`); see the recipe's docstring for the models and data. "
              "`score` = the largest anomaly index (GangSweep: (Z_V + Z_D)/2; DeepInspect: the double-MAD deviation factor; "
-             "Neural Cleanse: its MAD anomaly index); `target_flagged` for a clean model = nothing flagged.\n\n" + "\n".join(lines))
+             "Neural Cleanse: its MAD anomaly index); `target_flagged` for a clean model = nothing flagged.\n\n" + "\n".join(lines)
+             + _sweep_table(rows))
     write_results("inspection", rows, columns=COLUMNS, directory=out, by=("model", "method"), notes=notes,
                   meta={"trained": TRAINED, "paper": PAPER, "summary": lines},
                   command="python recipes/inspection.py " + " ".join(sys.argv[1:]))
@@ -150,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     from kerasbd.experiments import run_grid
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=[*ZOO, *TRAINED])
+    p.add_argument("--models", nargs="+", default=[*ZOO, "two-triggers", "polymorphic"])
     p.add_argument("--methods", nargs="+", default=METHODS, choices=[*METHODS, "neural-cleanse"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--work", default="runs/inspection")

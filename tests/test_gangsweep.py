@@ -87,6 +87,19 @@ def _linear_classifier(offset: bool) -> keras.Model:
     return model
 
 
+def test_algorithm_1_gates_labels_or_the_model_on_persistence():
+    from kerasbd.defenses.inspection.gangsweep import algorithm_1
+
+    labels, ai = [0, 1, 2, 3], np.array([2.6, 0.1, 2.1, 4.0])
+    p = np.array([0.86, 0.95, 0.91, 0.2])  # the most anomalous label (3) and label 0 are not persistent
+    assert algorithm_1(labels, p, ai) == ([2], 2.1)  # per label: only 2 is persistent and above 2
+    assert algorithm_1(labels, p, ai, gate="model") == ([3, 0, 2], 4.0)  # as printed: some label is persistent
+    assert algorithm_1(labels, np.full(4, 0.5), ai, gate="model") == ([], 0.0)  # none persistent: no backdoor (line 10)
+    assert GangSweepInspector(persistence_gate="model").persistence_gate == "model"
+    with pytest.raises(ConfigError, match="persistence_gate"):
+        GangSweepInspector(persistence_gate="sometimes")
+
+
 def test_cosine_shift_variance_is_hand_computed_and_scale_free():
     shifts = np.array([[1.0, 0.0], [0.0, 1.0]])  # mean (0.5, 0.5): each shift at cos 1/sqrt(2) from it
     assert _shift_variance(shifts, cosine=True) == pytest.approx(1 - 1 / np.sqrt(2))

@@ -14,7 +14,10 @@ batched computation, :class:`~kerasbd.generators.PerturbationTrainer`). Then, pe
 Each label's P, V and D are the means over its source classes. The z-scores use the median and MAD
 (consistency 1.4826, Eq. 8), signed so that a *small* V and a *large* D score high; the anomaly index is
 ``AI = (Z_V + Z_D) / 2``. A label is flagged when its persistence reaches ``persistence_threshold`` (0.9) and its
-AI exceeds ``ai_threshold`` (2); no persistent label means no backdoor (Algorithm 1, line 10).
+AI exceeds ``ai_threshold`` (2); no persistent label means no backdoor (Algorithm 1, line 10). Algorithm 1 as
+printed gates only the model on persistence (line 10: no label persistent → none) and then takes every label whose
+AI exceeds 2 (lines 13-16), while the text calls a persistent label "potentially malicious" before the AI test:
+``persistence_gate="label"`` (the default) reads it per label, ``"model"`` as Algorithm 1 prints it.
 
 No code of GangSweep is published. Constants the paper gives: Adam at learning rate 0.01, fewer than 15 epochs
 (here 10), α = 2 at the start and Eq. 4, κ = 0, persistence threshold 0.9, AI threshold 2. Chosen here, with the
@@ -79,13 +82,31 @@ from kerasbd.generators.resnet import resnet_generator, stacked_output
 from kerasbd.io import Progress
 from kerasbd.reporting import InspectionResult
 
-__all__ = ["SUCCEEDING_MASKS", "GangSweepInspector", "SweptGenerators"]
+__all__ = ["SUCCEEDING_MASKS", "GangSweepInspector", "SweptGenerators", "algorithm_1"]
 
 PERTURBATIONS = ("signed", "unit")
 LOGITS = ("centered", "raw")
 VARIANCES = ("per-logit", "cosine")
+PERSISTENCE_GATES = ("label", "model")
 #: What the ``auto`` preset (the CLI's default) puts on top of the paper's constants; ``--preset original`` drops it.
 SUCCEEDING_MASKS: dict[str, Any] = {"alpha_rule": "success", "alpha_every": "epoch", "success_target": 0.99, "logits": "centered"}
+
+
+def algorithm_1(labels: Sequence[int], persistence: np.ndarray, ai: np.ndarray, persistence_threshold: float = 0.9,
+                ai_threshold: float = 2.0, gate: str = "label") -> tuple[list[int], float]:
+    """Algorithm 1's decision: (flagged labels by decreasing AI, the largest AI the test may flag, 0 if none).
+
+    ``gate="label"``: only labels with persistence ≥ the threshold may be flagged; ``"model"`` (as printed): once
+    any label is persistent, every label may be.
+
+    Example:
+        >>> algorithm_1([0, 1, 2], np.array([0.95, 0.5, 0.2]), np.array([1.0, 3.0, 0.0]), gate="model")
+        ([1], 3.0)
+    """
+    persistent = np.asarray(persistence) >= persistence_threshold
+    eligible = persistent if gate == "label" else np.full_like(persistent, persistent.any())
+    flagged = [int(labels[i]) for i in np.argsort(-ai, kind="stable") if eligible[i] and ai[i] > ai_threshold]
+    return flagged, float(ai[eligible].max()) if eligible.any() else 0.0
 
 
 @dataclass
@@ -129,6 +150,8 @@ class GangSweepInspector(ModelInspector):
         variance: V as ``"per-logit"`` (default: each logit's shift's variance over the images, averaged) or
             ``"cosine"`` (1 − the mean cosine similarity of each image's logit shift with the mean shift; see the module).
         persistence_threshold, ai_threshold: Algorithm 1's thresholds (0.9, 2).
+        persistence_gate: ``"label"`` — a label must itself reach the persistence threshold to be flagged; ``"model"``
+            — Algorithm 1 as printed: some label must, then any label with AI above the threshold is flagged.
         labels: hypothetical targets (default: all); the MAD test runs over these.
         label_chunk: generators trained together in one computation (None: all labels at once); smaller
             chunks bound memory for many labels.
@@ -162,6 +185,7 @@ class GangSweepInspector(ModelInspector):
         variance: str = "per-logit",
         persistence_threshold: float = 0.9,
         ai_threshold: float = 2.0,
+        persistence_gate: str = "label",
         labels: Sequence[int] | None = None,
         label_chunk: int | None = None,
     ) -> None:
@@ -179,6 +203,8 @@ class GangSweepInspector(ModelInspector):
             raise ConfigError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}.")
         if not 0.0 < persistence_threshold <= 1.0 or ai_threshold <= 0:
             raise ConfigError(f"persistence_threshold must be in (0, 1] and ai_threshold positive, got {persistence_threshold}, {ai_threshold}.")
+        if persistence_gate not in PERSISTENCE_GATES:
+            raise ConfigError(f"persistence_gate must be one of {', '.join(PERSISTENCE_GATES)}, got {persistence_gate!r}.")
         if label_chunk is not None and label_chunk < 1:
             raise ConfigError(f"label_chunk must be positive or None, got {label_chunk}.")
         self.epochs, self.batch_size, self.learning_rate = int(epochs), int(batch_size), float(learning_rate)
@@ -191,6 +217,7 @@ class GangSweepInspector(ModelInspector):
         self.filters, self.blocks, self.perturbation = int(filters), int(blocks), perturbation
         self.sample_size, self.logits, self.variance = int(sample_size), logits, variance
         self.persistence_threshold, self.ai_threshold = float(persistence_threshold), float(ai_threshold)
+        self.persistence_gate = persistence_gate
         self.labels = None if labels is None else [int(lab) for lab in labels]
         self.label_chunk = label_chunk
 
@@ -264,9 +291,7 @@ class GangSweepInspector(ModelInspector):
         z_v, z_d = _robust_z(v, sign=-1.0), _robust_z(d, sign=1.0)
         ai = (z_v + z_d) / 2.0
         persistent = p >= self.persistence_threshold
-        order = np.argsort(-ai)
-        flagged = [int(labels[i]) for i in order if persistent[i] and ai[i] > self.ai_threshold]
-        score = float(ai[persistent].max()) if persistent.any() else 0.0
+        flagged, score = algorithm_1(labels, p, ai, self.persistence_threshold, self.ai_threshold, self.persistence_gate)
         masks = np.stack([stats[t]["mean_mask"] for t in labels])
         details = {
             "labels": labels,
@@ -278,6 +303,7 @@ class GangSweepInspector(ModelInspector):
             "flagged": flagged,
             "ai_threshold": self.ai_threshold,
             "persistence_threshold": self.persistence_threshold,
+            "persistence_gate": self.persistence_gate,
             "sample": {s: len(idx) for s, idx in sample.items()},
             # for reference beside AI: NC's one-sided MAD test on the mean perturbation L2 (small = suspicious)
             "mask_l2_anomaly_index": mad_anomaly_index([stats[t]["mask_l2"] for t in labels], side="low")["anomaly_index"],
@@ -292,7 +318,9 @@ class GangSweepInspector(ModelInspector):
                     for i, t in enumerate(labels)}
         result = InspectionResult(
             self.name, labels=labels, statistics=statistics, flagged=flagged, score=score, threshold=self.ai_threshold,
-            rule=f"largest anomaly index (Z_V + Z_D) / 2 among labels with persistence ≥ {self.persistence_threshold:g} > {self.ai_threshold:g}",
+            rule=(f"largest anomaly index (Z_V + Z_D) / 2 among labels with persistence ≥ {self.persistence_threshold:g} > {self.ai_threshold:g}"
+                  if self.persistence_gate == "label" else f"largest anomaly index (Z_V + Z_D) / 2 > {self.ai_threshold:g}, "
+                  f"once some label has persistence ≥ {self.persistence_threshold:g}"),
             triggers=triggers, facts={"persistent_labels": float(persistent.sum()), "max_persistence": float(p.max())},
             details=details,
             arrays={"labels": np.asarray(labels), "masks": masks, "persistence": p, "shift_variance": v, "shift_distance": d,

@@ -67,6 +67,7 @@ class DHBE(Defense):
             original's constants of the dataset of that image shape (MNIST 28×28×1, CIFAR-10 32×32×3), else 0.5 / 0.25.
         position: ``"batch"`` — one patch position per batch (the original); ``"image"`` — one per image.
         student_optimizer: ``"sgd"`` (the original, with ``momentum``) or ``"adam"`` (epsilon 1e-8).
+        clip: clip generated and patched images to [0, 1] (off: unclipped, as the original; see DHBETrainer).
         from_scratch: the student starts from fresh weights of the teacher's architecture (DFAD) instead of the teacher's.
 
     Example:
@@ -83,7 +84,7 @@ class DHBE(Defense):
                  decay_at: Sequence[float] = (0.6, 0.8), decay: float = 0.1, backdoor_weight: float = 0.1, tv_l1_weight: float = 0.0,
                  tv_l2_weight: float = 1e-4, patch_size: int = 5, nz: int = 256, nz2: int = 256, ngf: int = 64,
                  pixel_mean: float | Sequence[float] | None = None, pixel_std: float | Sequence[float] | None = None, from_scratch: bool = False,
-                 position: str = "batch", student_optimizer: str = "sgd") -> None:
+                 position: str = "batch", student_optimizer: str = "sgd", clip: bool = False) -> None:
         if min(epochs, epoch_itrs, batch_size, student_steps, patch_size, nz, nz2, ngf) < 1:
             raise ConfigError("epochs, epoch_itrs, batch_size, student_steps, patch_size, nz, nz2 and ngf must be positive.")
         if min(student_lr, generator_lr, trigger_lr) <= 0 or not 0 < decay <= 1:
@@ -101,7 +102,7 @@ class DHBE(Defense):
             raise ConfigError(f"position must be 'batch' (the original) or 'image', got {position!r}.")
         if student_optimizer not in ("sgd", "adam"):
             raise ConfigError(f"student_optimizer must be 'sgd' (the original) or 'adam', got {student_optimizer!r}.")
-        self.from_scratch, self.position, self.student_optimizer = bool(from_scratch), position, student_optimizer
+        self.from_scratch, self.position, self.student_optimizer, self.clip = bool(from_scratch), position, student_optimizer, bool(clip)
 
     def pixel_stats(self, shape: Sequence[int]) -> tuple[Any, Any, str]:
         """(mean, std, where they come from) for images of ``shape``: the given ones, else the original's dataset
@@ -137,7 +138,7 @@ class DHBE(Defense):
         trainer = DHBETrainer(sample_generator(shape, nz=self.nz, ngf=self.ngf), student, model, trigger, pixel_mean=mean,
                               pixel_std=std, batch_size=self.batch_size, student_steps=self.student_steps,
                               backdoor_weight=self.backdoor_weight, tv_l1_weight=self.tv_l1_weight, tv_l2_weight=self.tv_l2_weight,
-                              weight_decay=self.weight_decay, position=self.position, seed=seed)
+                              weight_decay=self.weight_decay, position=self.position, clip=self.clip, seed=seed)
         student_steps = self.epoch_itrs * self.student_steps
         trainer.compile(
             generator_optimizer=keras.optimizers.Adam(self._schedule(self.generator_lr, self.epoch_itrs), epsilon=1e-8),
