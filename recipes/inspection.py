@@ -14,7 +14,11 @@ Each method runs with the settings the CLI gives it (``--preset auto``): GangSwe
 images (``kerasbd defend gangsweep --model M --clean C --test T``), DeepInspect with none (``kerasbd defend
 deepinspect --model M --test T``). Metrics on 3,000 held-out images; ``trigger_covered`` = the share of the true
 trigger's footprint the flagged label's mean reversed trigger covers (the smaller over the two triggers of a
-two-trigger model). Neural Cleanse (``--methods neural-cleanse``) runs its inspection beside them with the step cap
+two-trigger model; ``trigger_covered_each`` each); ``region_asr_each`` = per true trigger, the share of held-out
+images the reversed trigger cut to that trigger's footprint (grown by 2 px) sends to the target
+(:func:`kerasbd.reporting.triggers.trigger_match`), which also credits a mask beside a sparse pattern; for
+GangSweep, ``further_triggers`` gives each flagged label's further search (found or not, the masks' L2 and its MAD
+index below the unflagged labels'). Neural Cleanse (``--methods neural-cleanse``) runs its inspection beside them with the step cap
 of recipes/neural_cleanse.py (60 steps).
 
     python recipes/inspection.py                       # both methods, every model, seed 0
@@ -64,7 +68,7 @@ ZOO = ["dillonsd_pattern_all_to_one", "ruizegao_mnist_backdoor_7", "dillonsd_sin
 METHODS = ["gangsweep", "deepinspect"]
 PAPER = {"gangsweep": "Table 5 MNIST after patching: CA 99.1 %, ASR 0.24 %"}
 COLUMNS = ["model", "method", "seed", "true_target", "flagged", "flagged_model_gate", "score", "target_flagged", "trigger_covered",
-           "clean_acc_before", "asr_before", "clean_acc", "asr", "drop", "seconds"]
+           "trigger_covered_each", "region_asr_each", "further_triggers", "clean_acc_before", "asr_before", "clean_acc", "asr", "drop", "seconds"]
 
 
 def _data() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -139,6 +143,10 @@ def run(method: str, case: tuple[str, Any, list[Any], bool], val: Any, test: Any
             by_model, _ = algorithm_1(labels, np.array([d["persistence"][t] for t in labels]), np.array([d["anomaly_indices"][t] for t in labels]),
                                       d["persistence_threshold"], d["ai_threshold"], gate="model")
             row["flagged_model_gate"] = ",".join(map(str, by_model)) or "none"
+            # per flagged label, each further round's verdict, mask L2 and its MAD index below the unflagged labels'
+            row["further_triggers"] = "; ".join(f"{t}: " + ", ".join(f"{'found' if r['accepted'] else 'none'} (L2 {r['mask_l2']:.2f}, "
+                                                                   f"{r['mask_l2_anomaly_index']:.1f})" for r in rounds)
+                                                for t, rounds in d.get("further_triggers", {}).items()) or None
         b, a = result.metrics_before, result.metrics_after
         row.update(clean_acc_before=b["clean_acc"], asr_before=b.get("asr"), clean_acc=a["clean_acc"], asr=a.get("asr"),
                    drop=b["clean_acc"] - a["clean_acc"])
@@ -148,6 +156,11 @@ def run(method: str, case: tuple[str, Any, list[Any], bool], val: Any, test: Any
                seconds=round(time.perf_counter() - start, 1))
     covered = [m.get("trigger_covered") for m in matches if m.get("label") == target and m.get("trigger_covered") is not None]
     row["trigger_covered"] = min(covered) if covered else None
+    if len(covered) > 1:  # each trigger's own share, in the order of TRAINED
+        row["trigger_covered_each"] = " / ".join(f"{c:.2f}" for c in covered)
+    fired = [m["region_asr"] for m in matches if m.get("label") == target and m.get("region_asr") is not None]
+    if fired:  # the reversed trigger cut to each true trigger's footprint (+2 px): does it fire through that one?
+        row["region_asr_each"] = " / ".join(f"{a:.2f}" for a in fired)
     return row
 
 
@@ -194,6 +207,11 @@ def write(rows: list[dict[str, Any]], out: Path) -> None:
         lines.append(f"- `{method}`: true target flagged in {sum(bool(r['target_flagged']) for r in one)} of {len(one)} all-to-one runs; "
                      f"clean models not flagged in {sum(bool(r['target_flagged']) for r in clean)} of {len(clean)} runs"
                      + (f"; paper: {PAPER[method]}" if method in PAPER else "") + ".")
+        patched = [r for r in one if r["target_flagged"] and r.get("asr") is not None]
+        if patched:
+            lines.append(f"- `{method}` patching: ASR ≤ 1 % with a clean-accuracy drop ≤ 2 points in "
+                         f"{sum(r['asr'] <= 0.01 and r['drop'] <= 0.02 for r in patched)} of {len(patched)} runs that flagged the target "
+                         f"(ASR {min(r['asr'] for r in patched):.2%}–{max(r['asr'] for r in patched):.2%}).")
         gated = [(r, h) for r in one + clean if (h := _gate_hit(r)) is not None]
         if gated:
             lines.append(f"- `{method}` with Algorithm 1's model-level persistence gate (`--set inspector__persistence_gate=model`): "

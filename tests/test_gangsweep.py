@@ -9,7 +9,8 @@ import pytest
 
 from kerasbd.attacks import AdditivePerturbation, trigger_from_spec
 from kerasbd.defenses import DEFENSES, INSPECTORS, GangSweep, GangSweepInspector
-from kerasbd.defenses.inspection.gangsweep import _label_statistics, _predict, _robust_z, _shift_variance
+from kerasbd.defenses.inspection.gangsweep import (SweptGenerators, _below, _label_statistics, _predict, _robust_z, _shift_variance,
+                                                  keep_out_region)
 from kerasbd.defenses.repair.patching import Patching
 from kerasbd.errors import ConfigError
 from kerasbd.generators import PerturbationTrainer, resnet_generator
@@ -215,6 +216,89 @@ def test_gangsweep_flags_and_patches_a_badnet_the_test_trains(zoo_dir):
     assert d["anomaly_indices"][3] == max(d["anomaly_indices"].values())
     assert result.metrics_before["asr"] > 0.95 and result.metrics_after["asr"] < 0.5 * result.metrics_before["asr"]
     assert result.metrics_after["clean_acc"] > result.metrics_before["clean_acc"] - 0.05
+
+
+def test_keep_out_region_takes_the_half_of_the_mass_and_grows_it():
+    m = np.zeros((8, 8, 3))
+    m[1, 1] = 0.6  # 3 × 0.6 = 1.8 of the 3.0 in all: this pixel alone holds more than half
+    m[6, 6] = [0.4, 0.4, -0.4]
+    region = keep_out_region(m, dilation=1)
+    assert region.sum() == 9 and region[:3, :3].all() and not region[6, 6]
+    assert keep_out_region(m, share=0.9, dilation=0).sum() == 2
+    assert _below([1.0, 2.0, 3.0, 4.0, 5.0], 0.0) == pytest.approx(3.0 / 1.4826)  # median 3, MAD 1
+    assert _below([2.0, 2.0], 1.0) == np.inf and _below([2.0, 2.0], 3.0) == 0.0
+
+
+def test_unit_masks_are_trained_as_used_and_a_kept_out_region_is_never_perturbed():
+    from kerasbd.defenses.base import RunContext
+
+    clf = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).random((12, 8, 8, 1)).astype("float32")
+    y = np.arange(12) % 3
+    ctx = RunContext(seed=0, rng=np.random.default_rng(0), verbose=0)
+    inspector = GangSweepInspector(epochs=1, blocks=1, perturbation="unit")
+    swept = inspector.sweep(clf, (x, y), ctx)
+    masks = swept.perturb_all(x)
+    assert masks.shape == (12, 3, 8, 8, 1) and masks.min() >= 0.0 and masks.max() <= 1.0
+    allowed = np.ones((2, 8, 8, 1), "float32")
+    allowed[0, :4] = 0.0
+    generator, trained = GangSweepInspector(epochs=1, blocks=1)._generators(clf, (x, y), [0, 1], "further", [0, 1], ctx, allowed=allowed)
+    p = np.asarray(generator(x))
+    assert trained and p.shape == (12, 2, 8, 8, 1)
+    assert np.all(p[:, 0, :4] == 0.0) and np.abs(p[:, 0, 4:]).max() > 0 and np.abs(p[:, 1, :4]).max() > 0
+
+
+def test_a_label_with_further_generators_gives_their_masks_to_every_other_image():
+    x = np.zeros((5, 8, 8, 1), "float32")
+    first = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Lambda(lambda v: v + 0.25)])
+    second = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Lambda(lambda v: v + 0.5)])
+    swept = SweptGenerators([3], [([3], first)])
+    assert np.allclose(swept.perturb(x, 3), 0.25)
+    swept.further[3] = [(second, 0)]
+    assert np.allclose(swept.perturb(x, 3)[:, 0, 0, 0], [0.25, 0.5, 0.25, 0.5, 0.25])
+    assert np.allclose(swept.perturb_all(x), 0.25)  # the test's statistics use the first generators only
+
+
+def _two_corner_model() -> keras.Model:
+    """8×8 images; label 1 when *either* 2×2 corner (top-left, bottom-right) is bright — one corner is the cheaper
+    perturbation (L2 1.5 against 1.9 for both halves), so a generator takes one; labels 2 and 3 need the whole image."""
+    w = np.zeros((64, 3), np.float32)
+    corner = np.zeros((8, 8), np.float32)
+    corner[:2, :2] = 1.0
+    w[:, 0], w[:, 1], w[:, 2] = corner.ravel(), corner[::-1, ::-1].ravel(), 1.0
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Dense(3, activation="sigmoid")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4)(h))
+    model.layers[2].set_weights([w * 3.0, np.array([-9.0, -9.0, -60.0], np.float32)])  # sigmoid(3 (s − 3)), whole image: s > 20
+    model.layers[3].set_weights([np.array([[0, 10, 0, 0], [0, 10, 0, 0], [0, 0, 10, 9]], np.float32), np.array([0, -5, -5, -5], np.float32)])
+    return model
+
+
+def test_the_further_generator_finds_the_trigger_the_first_one_did_not_take():
+    from kerasbd.defenses.base import RunContext
+
+    model = _two_corner_model()
+    x = (np.random.default_rng(0).random((128, 8, 8, 1)) * 0.2).astype("float32")
+    y = np.zeros(128, np.int64)
+    assert (np.asarray(model(x)).argmax(1) == 0).all()
+    found_first = np.zeros((8, 8, 1), np.float32)
+    found_first[:2, :2] = 0.75  # as if label 1's first generator had taken the top-left corner
+    stats = {0: {"mask_l2": 8.0}, 1: {"mask_l2": 1.5, "mean_mask": found_first}, 2: {"mask_l2": 9.0}, 3: {"mask_l2": 10.0}}
+    swept = SweptGenerators([0, 1, 2, 3], [])
+    sources = {0: (x[:20], _predict(model, x[:20], True), np.zeros(0))}
+    # a fixed α and κ = 1 keep the masks off the decision boundary, where an adaptive α's last step may leave them
+    inspector = GangSweepInspector(epochs=15, batch_size=16, blocks=1, alpha=10.0, alpha_rule="fixed", kappa=1.0, further_triggers=2)
+    rounds, means = inspector._further(model, (x, y), RunContext(seed=0, rng=np.random.default_rng(0), verbose=0), swept, sources, stats, [1])
+    first = rounds[1][0]
+    assert first["accepted"] and first["persistence"] >= 0.9 and first["mask_l2_anomaly_index"] > 2, rounds
+    mass = np.abs(means[1][0][..., 0])
+    # the other corner holds the largest perturbation, the kept-out one none
+    rest = np.ones((8, 8), bool)
+    rest[6:, 6:] = False
+    assert mass[6:, 6:].min() > 0.5 and mass[6:, 6:].mean() > 2 * mass[rest].mean() and mass[:3, :3].sum() == 0.0
+    assert len(swept.further[1]) == 1
+    # with both corners kept out, a third search finds only costly masks or none that succeed, and is not accepted
+    assert len(rounds[1]) == 2 and not rounds[1][1]["accepted"]
 
 
 def test_gangsweep_on_the_zoo_pattern_backdoor_follows_its_rule_and_resumes(zoo_dir, tmp_path):

@@ -158,3 +158,27 @@ def test_mad_null_flag_rate_grows_with_labels_and_falls_with_threshold():
     assert mad_null_flag_rate(10, seed=1) != ten  # seeded Monte-Carlo, not a table
     with pytest.raises(ConfigError):
         mad_null_flag_rate(2)
+
+
+def test_region_asr_says_which_true_trigger_the_reversed_one_holds():
+    """A model that answers 1 when the top-left or the bottom-right 2×2 corner is bright, 0 otherwise; a reversed
+    trigger covering both corners holds both true triggers, one covering the top-left holds only that one."""
+    import keras
+
+    from kerasbd.attacks import AllToOne, Backdoor, MaskedPattern, Patch
+    from kerasbd.reporting import InspectionResult
+    from kerasbd.reporting.triggers import trigger_match
+
+    w = np.zeros((8, 8, 1, 2), np.float32)
+    w[:2, :2, 0, 1] = w[6:, 6:, 0, 1] = 1.0
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    model.layers[-1].set_weights([w.reshape(64, 2), np.array([0.0, -2.0], np.float32)])
+    x = np.zeros((20, 8, 8, 1), np.float32)
+    true = [Backdoor(Patch(2, "top-left", margin=0), 1, name="tl"), Backdoor(Patch(2, "bottom-right", margin=0), 1, name="br")]
+    for corners, expected in (((slice(0, 2), slice(6, 8)), {"tl": 1.0, "br": 1.0}), ((slice(0, 2),), {"tl": 1.0, "br": 0.0})):
+        m = np.zeros((8, 8), np.float32)
+        for c in corners:
+            m[c, c] = 1.0
+        found = InspectionResult("demo", labels=[1], flagged=[1], triggers={1: Backdoor(MaskedPattern(m, np.ones((8, 8, 1))), AllToOne(1))})
+        rows = trigger_match(found, true, x, model)
+        assert {r["backdoor"]: r["region_asr"] for r in rows} == expected

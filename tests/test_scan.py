@@ -115,7 +115,7 @@ def test_scanner_configuration_and_the_calibration_it_takes(tmp_path):
     fast = Scanner().build("gangsweep", np.zeros((10, 28, 28, 1), np.float32))
     assert fast.epochs == 5 and Scanner(budget="full").build("gangsweep", np.zeros((10, 28, 28, 1), np.float32)).epochs == 10
     # the fast scan keeps the Eq. 4 settings its shipped calibration was fitted with, whatever the auto preset says
-    assert (fast.alpha_rule, fast.alpha_every, fast.logits, fast.variance) == ("multiplicative", "step", "raw", "per-logit")
+    assert (fast.alpha_rule, fast.alpha_every, fast.logits, fast.variance, fast.further_triggers) == ("multiplicative", "step", "raw", "per-logit", 0)
     # the default scans (with and without clean data) are calibrated by the shipped file, which names its population
     for clean in (True, False):
         shipped = Scanner().calibration_for(Scanner().inspectors_for(clean))

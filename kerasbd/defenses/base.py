@@ -367,7 +367,7 @@ class ModelInspector(Method, abc.ABC):
         result.seconds = time.perf_counter() - start
         result.seed, result.params = seed, self.get_config()
         if backdoors:
-            result.trigger_match = trigger_match(result, list(backdoors), clean[0])
+            result.trigger_match = trigger_match(result, list(backdoors), clean[0], net)
         result.figures = figures_for(result)
         return result
 
@@ -429,7 +429,7 @@ class InspectThenRepair(Defense, abc.ABC):
         if ctx.report.backdoors:  # known triggers (reporting only): how close the reversed ones came
             from kerasbd.reporting.triggers import trigger_match
 
-            details["trigger_match"] = trigger_match(inspection, ctx.report.backdoors, clean[0])
+            details["trigger_match"] = trigger_match(inspection, ctx.report.backdoors, clean[0], model)
         return DefenseResult(self.name, model=repaired, details=details, rows=inspection.statistics, arrays=inspection.arrays)
 
 

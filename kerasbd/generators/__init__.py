@@ -1,6 +1,6 @@
 """Shared building blocks of generator models and adversarial training loops.
 
-Here now: the layers image-to-image generators are made of (:func:`instance_norm`, :class:`ReflectionPadding2D`),
+Here now: the layers image-to-image generators are made of (:func:`instance_norm`, :class:`ReflectionPadding2D`, :class:`FixedMask`),
 CycleGAN's history of generated images (:class:`ImagePool`), the hold-then-decay learning-rate schedule
 (:class:`LinearDecay`) and the two-player ``keras.Model`` base (:class:`AdversarialModel`) whose subclasses only
 write ``train_step``. The layers and the schedule are registered under package ``"kerasbd"``, so a ``.keras``
@@ -23,13 +23,13 @@ from kerasbd.generators.adversarial import AdversarialModel, apply_mean_gradient
 from kerasbd.generators.conditional import ConditionalTriggerTrainer, conditional_generator, patch_discriminator
 from kerasbd.generators.cyclegan import CycleGAN, CycleGANTranslator, cyclegan_generator, patchgan_discriminator
 from kerasbd.generators.data_free import DHBETrainer, patch_generator, place_patches, random_pad, sample_generator
-from kerasbd.generators.layers import GroupedConv2D, ReflectionPadding2D, instance_norm
+from kerasbd.generators.layers import FixedMask, GroupedConv2D, ReflectionPadding2D, instance_norm
 from kerasbd.generators.perturbation import PerturbationTrainer
 from kerasbd.generators.pool import ImagePool
 from kerasbd.generators.resnet import resnet_generator
 from kerasbd.generators.schedules import LinearDecay
 
-__all__ = ["AdversarialModel", "ConditionalTriggerTrainer", "CycleGAN", "CycleGANTranslator", "DHBETrainer", "GroupedConv2D", "ImagePool",
-           "LinearDecay", "PerturbationTrainer", "ReflectionPadding2D", "apply_mean_gradient", "conditional_generator",
+__all__ = ["AdversarialModel", "ConditionalTriggerTrainer", "CycleGAN", "CycleGANTranslator", "DHBETrainer", "FixedMask", "GroupedConv2D",
+           "ImagePool", "LinearDecay", "PerturbationTrainer", "ReflectionPadding2D", "apply_mean_gradient", "conditional_generator",
            "cyclegan_generator", "instance_norm", "patch_discriminator", "patch_generator", "patchgan_discriminator", "place_patches",
            "random_pad", "resnet_generator", "sample_generator"]

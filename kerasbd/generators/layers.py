@@ -4,11 +4,13 @@
   (tensorflow-addons' ``InstanceNormalization`` is end-of-life and not used).
 - :class:`ReflectionPadding2D` — pads height and width by mirroring the image, CycleGAN's and pix2pix' padding
   in front of every convolution, so borders carry no zero-padding artefacts.
+- :class:`FixedMask` — multiplies by a constant, non-trainable mask: where a generator may not perturb (GangSweep's
+  search for a label's further triggers keeps the region of the ones found out).
 - :class:`GroupedConv2D` — a grouped convolution through TensorFlow's own kernel: Keras' ``Conv2D(groups=...)``
   runs grouped convolutions on CPU through XLA, which took minutes per epoch for a stack of 10 generators
   (TensorFlow's native grouped kernel: 39 ms for a forward and backward pass of the largest layer).
 
-Both work on channels-last (N, H, W, C) batches, the repo's canonical layout.
+They work on channels-last (N, H, W, C) batches, the repo's canonical layout.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from keras import ops
 
 from kerasbd.errors import ConfigError
 
-__all__ = ["GroupedConv2D", "ReflectionPadding2D", "instance_norm"]
+__all__ = ["FixedMask", "GroupedConv2D", "ReflectionPadding2D", "instance_norm"]
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
@@ -157,3 +159,32 @@ class GroupedConv2D(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size, "groups": self.groups,
                 "strides": self.strides, "padding": self.padding, "use_bias": self.use_bias}
+
+
+@keras.saving.register_keras_serializable(package="kerasbd")
+class FixedMask(keras.layers.Layer):
+    """Multiplies its input by a constant mask that broadcasts against it (a non-trainable weight, so it is saved and
+    restored with the model's weights).
+
+    Example:
+        >>> import numpy as np
+        >>> allow = np.ones((4, 4, 1), "float32"); allow[:2, :2] = 0
+        >>> out = FixedMask(allow)(np.ones((1, 4, 4, 3), "float32"))
+        >>> float(out[0, 0, 0, 0]), float(out[0, 3, 3, 2])
+        (0.0, 1.0)
+    """
+
+    def __init__(self, mask: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._initial = ops.convert_to_numpy(mask).astype("float32")
+        self.allowed = self.add_weight(shape=self._initial.shape, initializer=keras.initializers.Constant(self._initial),
+                                       trainable=False, name="allowed")
+
+    def call(self, inputs: Any) -> Any:
+        return inputs * ops.cast(self.allowed, inputs.dtype)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mask": self._initial.tolist()}

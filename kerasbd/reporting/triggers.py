@@ -5,8 +5,11 @@ For every true backdoor and each of its target labels that was inspected, the re
 :meth:`kerasbd.attacks.Trigger.mask`): ``mask_on_trigger = Σ m·f / Σ m`` is the share of the reversed mask that
 lies on the true trigger, ``trigger_covered = Σ m·f / Σ f`` the share of the true trigger it covers, and
 ``centroid_distance`` the distance in pixels between the two maps' centres of mass (a reversed trigger one pixel
-beside a sparse true pattern overlaps it nowhere but sits close). The ASR of the reversed trigger on the
-defender's clean images is the inspector's own ``reversed_asr``.
+beside a sparse true pattern overlaps it nowhere but sits close). Given the model, ``region_asr`` says whether
+the reversed trigger holds *this* true trigger, whatever else it holds: the share of clean images (those the model
+does not already give to the label, at most 500) that the reversed trigger, cut to the true footprint grown by
+2 pixels, sends to the label — a multi-trigger model's reversed trigger may fire through one trigger alone. The ASR
+of the whole reversed trigger on the defender's clean images is the inspector's own ``reversed_asr``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from kerasbd.errors import TriggerError
 
 __all__ = ["trigger_match"]
 
+#: Clean images ``region_asr`` is measured on.
+REGION_IMAGES = 500
+
 
 def _centroid(weights: np.ndarray) -> np.ndarray:
     rows, cols = np.indices(weights.shape)
@@ -30,8 +36,22 @@ def _targets(backdoor: Any, labels: list[int]) -> list[int]:
     return [int(label)] if label is not None else list(labels)  # all-to-all: every label is some input's target
 
 
-def trigger_match(result: Any, backdoors: list[Any], x: np.ndarray) -> list[dict[str, Any]]:
-    """Rows comparing each inspected target label's reversed trigger with the true trigger(s).
+def _region_asr(model: Any, reversed_trigger: Any, footprint: np.ndarray, x: np.ndarray, label: int) -> float | None:
+    import cv2
+
+    if not len(x):  # a data-free run has no clean images to measure on
+        return None
+    x = x[np.argmax(np.asarray(model.predict(x, batch_size=256, verbose=0)), axis=1) != label][:REGION_IMAGES]
+    if not len(x):
+        return None
+    region = cv2.dilate((footprint > 0).astype(np.uint8), np.ones((5, 5), np.uint8))[None, ..., None].astype(np.float32)
+    cut = np.clip(x + region * (reversed_trigger.apply(x, rng=0) - x), 0.0, 1.0)
+    return float(np.mean(np.argmax(np.asarray(model.predict(cut, batch_size=256, verbose=0)), axis=1) == label))
+
+
+def trigger_match(result: Any, backdoors: list[Any], x: np.ndarray, model: Any = None) -> list[dict[str, Any]]:
+    """Rows comparing each inspected target label's reversed trigger with the true trigger(s) (with ``model``, each
+    row's ``region_asr`` too).
 
     Example:
         >>> from kerasbd.attacks import AllToOne, Backdoor, MaskedPattern, Patch
@@ -64,5 +84,7 @@ def trigger_match(result: Any, backdoors: list[Any], x: np.ndarray) -> list[dict
                            trigger_covered=round(overlap / true_l1, 4) if true_l1 > 0 else None,
                            centroid_distance=round(float(np.linalg.norm(_centroid(mask) - _centroid(footprint))), 2)
                            if reversed_l1 > 0 and true_l1 > 0 else None)
+                if model is not None:
+                    row["region_asr"] = _region_asr(model, result.triggers[label].trigger, footprint, x, label)
             rows.append(row)
     return rows

@@ -40,9 +40,10 @@ __all__ = ["BUDGETS", "CLEAN_LIMIT", "ScanResult", "Scanner"]
 BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     "fast": {
         "neural-cleanse": {"inversion__steps": 60, "inversion__mini_batches": 10},
-        # the paper's Eq. 4 and raw logits, with which the shipped calibration was fitted (the auto preset has moved on)
+        # the paper's Eq. 4 and raw logits, with which the shipped calibration was fitted (the auto preset has moved on);
+        # no search for further triggers, which only the patching uses
         "gangsweep": {"epochs": 5, "sample_size": 10, "alpha_rule": "multiplicative", "alpha_every": "step", "success_target": 0.9, "logits": "raw",
-                      "variance": "per-logit"},
+                      "variance": "per-logit", "further_triggers": 0},
         "deepinspect": {"epochs": 5, "inversion__per_class": 30, "inversion__steps": 100, "eval_noise": 5},
     },
     "full": {"neural-cleanse": {}, "gangsweep": {}, "deepinspect": {}},

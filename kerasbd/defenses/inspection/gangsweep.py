@@ -61,14 +61,24 @@ reason:
   and the anomaly index decides;
 - each label's reversed trigger (``result.triggers``) is its mean perturbation over the sampled images, an
   :class:`~kerasbd.attacks.AdditivePerturbation`; the patching of :class:`~kerasbd.defenses.GangSweep` uses the
-  generators' per-image masks.
+  generators' per-image masks;
+- further triggers (``further_triggers``, kerasbd's addition; the ``auto`` preset searches for one, the paper and
+  ``--preset original`` for none). One generator per label settles on the cheapest trigger: on the recipe's
+  two-trigger LeNet-5 (seed 0) label 0's masks restricted to the pixel pattern's region sent 99.4 % of the images
+  to 0, restricted to the other trigger's region 0.4 %. So each flagged label gets another generator, trained as
+  the first but multiplied by 0 over :func:`keep_out_region` of the masks found so far (the fewest pixels holding
+  half of the mean mask's mass, grown by 2 pixels); its masks are taken as a further trigger when they reach the
+  persistence threshold and their mean L2 norm lies more than ``ai_threshold`` MADs (× 1.4826) below the median of
+  the unflagged labels' — as cheap as a backdoor, not as a natural perturbation towards the label. A found
+  trigger's mean mask is added to the label's reversed trigger, and its generator gives the masks of every other
+  image the patching stamps (:class:`SweptGenerators`). The flagging itself uses the first generators only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import keras
@@ -82,7 +92,7 @@ from kerasbd.generators.resnet import resnet_generator, stacked_output
 from kerasbd.io import Progress
 from kerasbd.reporting import InspectionResult
 
-__all__ = ["SUCCEEDING_MASKS", "GangSweepInspector", "SweptGenerators", "algorithm_1"]
+__all__ = ["SUCCEEDING_MASKS", "GangSweepInspector", "SweptGenerators", "algorithm_1", "keep_out_region"]
 
 PERTURBATIONS = ("signed", "unit")
 LOGITS = ("centered", "raw")
@@ -90,6 +100,8 @@ VARIANCES = ("per-logit", "cosine")
 PERSISTENCE_GATES = ("label", "model")
 #: What the ``auto`` preset (the CLI's default) puts on top of the paper's constants; ``--preset original`` drops it.
 SUCCEEDING_MASKS: dict[str, Any] = {"alpha_rule": "success", "alpha_every": "epoch", "success_target": 0.99, "logits": "centered"}
+#: The ``auto`` preset's ``further_triggers`` (the paper's GangSweep searches once per label: 0).
+FURTHER_TRIGGERS = 1
 
 
 def algorithm_1(labels: Sequence[int], persistence: np.ndarray, ai: np.ndarray, persistence_threshold: float = 0.9,
@@ -109,19 +121,49 @@ def algorithm_1(labels: Sequence[int], persistence: np.ndarray, ai: np.ndarray, 
     return flagged, float(ai[eligible].max()) if eligible.any() else 0.0
 
 
-@dataclass
+def keep_out_region(mean_mask: np.ndarray, share: float = 0.5, dilation: int = 2) -> np.ndarray:
+    """The pixels (H, W) a label's further generator may not perturb: the fewest pixels that hold ``share`` of the
+    mean mask's absolute mass (summed over channels), grown by ``dilation`` pixels in every direction.
+
+    Example:
+        >>> m = np.zeros((6, 6, 1)); m[0, 0] = 1.0; m[5, 5] = 0.1
+        >>> int(keep_out_region(m, dilation=1)[:3, :3].sum()), bool(keep_out_region(m, dilation=1)[5, 5])
+        (4, False)
+    """
+    import cv2
+
+    mass = np.abs(np.asarray(mean_mask, np.float64)).sum(axis=-1)
+    order = np.argsort(mass, axis=None)[::-1]
+    cumulative = np.cumsum(mass.flat[order])
+    core = np.zeros(mass.size, np.uint8)
+    core[order[:int(np.searchsorted(cumulative, share * cumulative[-1])) + 1]] = 1
+    kernel = np.ones((2 * dilation + 1, 2 * dilation + 1), np.uint8)
+    return cv2.dilate(core.reshape(mass.shape), kernel).astype(bool)
+
+
+@dataclasses.dataclass
 class SweptGenerators:
-    """The trained generators of a sweep: ``perturb(x, label)`` gives ``G_label(x)`` (N, H, W, C) in image units."""
+    """The trained generators of a sweep: ``perturb(x, label)`` gives ``G_label(x)`` (N, H, W, C) in image units.
+
+    ``further`` holds, per label, the generators of the further triggers found (each with its copy index); where a
+    label has some, ``perturb`` takes image ``i``'s mask from its ``i mod (1 + len(further))``-th generator, so a
+    patching set stamped with it carries every trigger found, in equal shares.
+    """
 
     labels: list[int]
     generators: list[tuple[list[int], keras.Model]]
-    unit: bool
+    further: dict[int, list[tuple[keras.Model, int]]] = dataclasses.field(default_factory=dict)
 
     def perturb(self, x: np.ndarray, label: int) -> np.ndarray:
-        for labels, generator in self.generators:
-            if label in labels:
-                return self._masks(generator, len(labels), x)[:, labels.index(label)]
-        raise ConfigError(f"label {label} was not swept; swept labels: {self.labels}.")
+        sources = [(generator, len(labels), labels.index(label)) for labels, generator in self.generators if label in labels]
+        if not sources:
+            raise ConfigError(f"label {label} was not swept; swept labels: {self.labels}.")
+        sources += [(generator, _copies(generator), k) for generator, k in self.further.get(label, [])]
+        out = np.zeros(x.shape, np.float32)
+        for r, (generator, copies, k) in enumerate(sources):
+            idx = np.arange(r, len(x), len(sources))
+            out[idx] = self._masks(generator, copies, x[idx])[:, k]
+        return out
 
     def perturb_all(self, x: np.ndarray) -> np.ndarray:
         """Every swept label's masks for ``x``: (N, len(labels), H, W, C), in the order of ``labels``."""
@@ -130,8 +172,11 @@ class SweptGenerators:
     def _masks(self, generator: keras.Model, copies: int, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
         """One chunk's masks (N, copies, H, W, C) in image units."""
         out = [np.asarray(stacked_output(generator, x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
-        p = np.concatenate(out) if out else np.zeros((0, copies, *x.shape[1:]), np.float32)
-        return (p + 1.0) / 2.0 if self.unit else p
+        return np.concatenate(out) if out else np.zeros((0, copies, *x.shape[1:]), np.float32)
+
+
+def _copies(generator: keras.Model) -> int:
+    return int(generator.output_shape[1]) if len(generator.output_shape) == 5 else 1
 
 
 class GangSweepInspector(ModelInspector):
@@ -152,6 +197,11 @@ class GangSweepInspector(ModelInspector):
         persistence_threshold, ai_threshold: Algorithm 1's thresholds (0.9, 2).
         persistence_gate: ``"label"`` — a label must itself reach the persistence threshold to be flagged; ``"model"``
             — Algorithm 1 as printed: some label must, then any label with AI above the threshold is flagged.
+        further_triggers: after the test, how many more triggers to search for per flagged label (0, the paper's;
+            the ``auto`` preset: 1): a new generator for the label, kept out of the regions of the triggers found
+            so far (:func:`keep_out_region`), is accepted as one when its masks reach the persistence threshold and
+            their L2 norm is an outlier below the unflagged labels' (MAD index above ``ai_threshold``); its
+            masks join the patching (see the module).
         labels: hypothetical targets (default: all); the MAD test runs over these.
         label_chunk: generators trained together in one computation (None: all labels at once); smaller
             chunks bound memory for many labels.
@@ -186,6 +236,7 @@ class GangSweepInspector(ModelInspector):
         persistence_threshold: float = 0.9,
         ai_threshold: float = 2.0,
         persistence_gate: str = "label",
+        further_triggers: int = 0,
         labels: Sequence[int] | None = None,
         label_chunk: int | None = None,
     ) -> None:
@@ -205,6 +256,8 @@ class GangSweepInspector(ModelInspector):
             raise ConfigError(f"persistence_threshold must be in (0, 1] and ai_threshold positive, got {persistence_threshold}, {ai_threshold}.")
         if persistence_gate not in PERSISTENCE_GATES:
             raise ConfigError(f"persistence_gate must be one of {', '.join(PERSISTENCE_GATES)}, got {persistence_gate!r}.")
+        if further_triggers < 0:
+            raise ConfigError(f"further_triggers must be 0 or more, got {further_triggers}.")
         if label_chunk is not None and label_chunk < 1:
             raise ConfigError(f"label_chunk must be positive or None, got {label_chunk}.")
         self.epochs, self.batch_size, self.learning_rate = int(epochs), int(batch_size), float(learning_rate)
@@ -217,7 +270,7 @@ class GangSweepInspector(ModelInspector):
         self.filters, self.blocks, self.perturbation = int(filters), int(blocks), perturbation
         self.sample_size, self.logits, self.variance = int(sample_size), logits, variance
         self.persistence_threshold, self.ai_threshold = float(persistence_threshold), float(ai_threshold)
-        self.persistence_gate = persistence_gate
+        self.persistence_gate, self.further_triggers = persistence_gate, int(further_triggers)
         self.labels = None if labels is None else [int(lab) for lab in labels]
         self.label_chunk = label_chunk
 
@@ -226,46 +279,102 @@ class GangSweepInspector(ModelInspector):
         batch = cls().batch_size
         pixels = int(np.prod(images.shape[1:]))
         chunk = max(1, MAX_STACKED_PIXELS // (batch * pixels))
-        return Preset("auto", {"label_chunk": chunk, **SUCCEEDING_MASKS},
+        return Preset("auto", {"label_chunk": chunk, **SUCCEEDING_MASKS, "further_triggers": FURTHER_TRIGGERS},
                       f"at most {chunk} labels' generators train together on {images.shape[1]}×{images.shape[2]}×{images.shape[3]} images "
                       f"(≤ {MAX_STACKED_PIXELS:,} input pixels per step); masks that flip {SUCCEEDING_MASKS['success_target']:.0%} of their "
-                      "images and centered logits instead of Eq. 4 and raw logits (module docstring); the paper's constants otherwise")
+                      "images and centered logits instead of Eq. 4 and raw logits, and a search for one further trigger per flagged label "
+                      "(module docstring); the paper's constants otherwise")
 
     # ------------------------------------------------------------------------------------------------ training
     def sweep(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> SweptGenerators:
         """Train the generators of every label (resuming finished chunks from ``ctx.store``)."""
-        from kerasbd.training import get_strategy
-
-        x, y = clean
         labels = candidate_labels(self.labels, int(model.output_shape[-1]))
         size = self.label_chunk or len(labels)
         chunks = [labels[i:i + size] for i in range(0, len(labels), size)]
-        store = ctx.store
         keys = [f"generators_{k}_{len(chunk)}" for k, chunk in enumerate(chunks)]
-        resumed = sum(len(chunk) for chunk, key in zip(chunks, keys, strict=True) if store is not None and store.has(key))
+        resumed = sum(len(chunk) for chunk, key in zip(chunks, keys, strict=True) if ctx.store is not None and ctx.store.has(key))
         progress = Progress(len(labels), "gangsweep generators", ctx.verbose, initial=resumed, unit="label")
-        strategy = get_strategy(ctx.strategy)
         out: list[tuple[list[int], keras.Model]] = []
         for k, (chunk, key) in enumerate(zip(chunks, keys, strict=True)):
-            keras.utils.set_random_seed(int(np.random.SeedSequence([ctx.seed, k]).generate_state(1)[0] % (2**31 - 1)))
-            with strategy.scope():
-                generator = resnet_generator(x.shape[1:], copies=len(chunk), filters=self.filters, blocks=self.blocks,
-                                             name=f"gangsweep_generators_{k}")
-            if store is not None and store.has(key):
-                store.load_weights(key, generator)
-            else:
-                with strategy.scope():
-                    trainer = PerturbationTrainer(generator, model, chunk, alpha=self.alpha, alpha_rule=self.alpha_rule,
-                                                 alpha_every=self.alpha_every, kappa=self.kappa, success_target=self.success_target)
-                    trainer.compile(optimizer=keras.optimizers.Adam(self.learning_rate))
-                trainer.fit(x, y, epochs=self.epochs, batch_size=self.batch_size * strategy.num_replicas_in_sync, shuffle=True,
-                            verbose=2 if ctx.verbose >= 2 else 0)
-                if store is not None:
-                    store.save_weights(key, generator)
+            generator, trained = self._generators(model, clean, chunk, key, [ctx.seed, k], ctx)
+            if trained:
                 progress.update(len(chunk))
             out.append((chunk, generator))
         progress.close()
-        return SweptGenerators(labels, out, unit=self.perturbation == "unit")
+        return SweptGenerators(labels, out)
+
+    def _generators(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], targets: list[int], key: str, seed: list[int],
+                    ctx: RunContext, allowed: np.ndarray | None = None) -> tuple[keras.Model, bool]:
+        """One stack of generators for ``targets`` (perturbing only where ``allowed`` is 1), loaded from ``ctx.store``
+        under ``key`` or trained and stored there; and whether it was trained."""
+        from kerasbd.generators.layers import FixedMask
+        from kerasbd.training import get_strategy
+
+        x, y = clean
+        strategy = get_strategy(ctx.strategy)
+        keras.utils.set_random_seed(int(np.random.SeedSequence(seed).generate_state(1)[0] % (2**31 - 1)))
+        with strategy.scope():
+            generator = resnet_generator(x.shape[1:], copies=len(targets), filters=self.filters, blocks=self.blocks,
+                                         name=f"gangsweep_{key}")
+            if self.perturbation == "unit" or allowed is not None:
+                inputs = keras.Input(x.shape[1:])
+                out = generator(inputs)
+                if self.perturbation == "unit":  # (tanh + 1) / 2, trained as it is used
+                    out = keras.layers.Rescaling(0.5, offset=0.5)(out)
+                if allowed is not None:
+                    out = FixedMask(allowed if len(targets) > 1 else allowed[0])(out)
+                generator = keras.Model(inputs, out, name=f"gangsweep_{key}_masked")
+        if ctx.store is not None and ctx.store.has(key):
+            ctx.store.load_weights(key, generator)
+            return generator, False
+        with strategy.scope():
+            trainer = PerturbationTrainer(generator, model, targets, alpha=self.alpha, alpha_rule=self.alpha_rule,
+                                         alpha_every=self.alpha_every, kappa=self.kappa, success_target=self.success_target)
+            trainer.compile(optimizer=keras.optimizers.Adam(self.learning_rate))
+        trainer.fit(x, y, epochs=self.epochs, batch_size=self.batch_size * strategy.num_replicas_in_sync, shuffle=True,
+                    verbose=2 if ctx.verbose >= 2 else 0)
+        if ctx.store is not None:
+            ctx.store.save_weights(key, generator)
+        return generator, True
+
+    def _further(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext, swept: SweptGenerators,
+                 sources: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], stats: dict[int, dict[str, Any]],
+                 flagged: list[int]) -> tuple[dict[int, list[dict[str, Any]]], dict[int, list[np.ndarray]]]:
+        """Search each flagged label for ``further_triggers`` more triggers, each generator kept out of the regions of
+        the triggers found before it; the accepted generators join ``swept.further``. Returns each label's rounds
+        (their statistics and verdict) and the accepted rounds' mean masks."""
+        center = self.logits == "centered"
+        reference = [stats[t]["mask_l2"] for t in swept.labels if t not in flagged]
+        regions = {t: keep_out_region(stats[t]["mean_mask"]) for t in flagged}
+        rounds: dict[int, list[dict[str, Any]]] = {t: [] for t in flagged}
+        means: dict[int, list[np.ndarray]] = {t: [] for t in flagged}
+        active = list(flagged)
+        for r in range(1, self.further_triggers + 1):
+            if not active or len(reference) < 2:
+                break
+            allowed = np.stack([~regions[t] for t in active]).astype(np.float32)[..., None]
+            key = f"further_{r}_" + "-".join(map(str, active))
+            progress = Progress(len(active), f"gangsweep further triggers, round {r}", ctx.verbose, unit="label")
+            generator, trained = self._generators(model, clean, active, key, [ctx.seed, 10_000 + r], ctx, allowed=allowed)
+            progress.update(len(active) if trained else 0)
+            progress.close()
+            masks = SweptGenerators(active, [(active, generator)])
+            round_sources = {s: (xs, before, masks.perturb_all(xs)) for s, (xs, before, _) in sources.items()}
+            found = []
+            for k, t in enumerate(active):
+                st = _label_statistics(model, round_sources, t, k, center, self.variance)
+                index = _below(reference, st["mask_l2"])
+                accepted = st["persistence"] >= self.persistence_threshold and index > self.ai_threshold
+                rounds[t].append({"round": r, "kept_out_pixels": int(regions[t].sum()), "persistence": round(st["persistence"], 4),
+                                  "success": round(st["success"], 4), "mask_l2": round(st["mask_l2"], 4),
+                                  "mask_l2_anomaly_index": round(index, 4), "accepted": accepted})
+                if accepted:
+                    swept.further.setdefault(t, []).append((generator, k))
+                    means[t].append(st["mean_mask"])
+                    regions[t] |= keep_out_region(st["mean_mask"])
+                    found.append(t)
+            active = found
+        return rounds, means
 
     # ------------------------------------------------------------------------------------------------ statistics
     def _inspect(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], ctx: RunContext) -> InspectionResult:
@@ -293,6 +402,7 @@ class GangSweepInspector(ModelInspector):
         persistent = p >= self.persistence_threshold
         flagged, score = algorithm_1(labels, p, ai, self.persistence_threshold, self.ai_threshold, self.persistence_gate)
         masks = np.stack([stats[t]["mean_mask"] for t in labels])
+        rounds, further = self._further(model, clean, ctx, swept, sources, stats, flagged) if self.further_triggers and flagged else ({}, {})
         details = {
             "labels": labels,
             "persistence": dict(zip(labels, p.round(4).tolist(), strict=True)),
@@ -307,15 +417,19 @@ class GangSweepInspector(ModelInspector):
             "sample": {s: len(idx) for s, idx in sample.items()},
             # for reference beside AI: NC's one-sided MAD test on the mean perturbation L2 (small = suspicious)
             "mask_l2_anomaly_index": mad_anomaly_index([stats[t]["mask_l2"] for t in labels], side="low")["anomaly_index"],
+            "further_triggers": rounds,
         }
-        details["note"] = (f"label(s) {flagged} flagged" if flagged else
-                           "no label flagged" + ("" if persistent.any() else f" (no label reaches persistence {self.persistence_threshold:g})"))
+        found = {t: len(m) for t, m in further.items() if m}
+        details["note"] = ((f"label(s) {flagged} flagged" + "".join(f"; label {t}: {n} further trigger(s)" for t, n in found.items()))
+                           if flagged else "no label flagged" +
+                           ("" if persistent.any() else f" (no label reaches persistence {self.persistence_threshold:g})"))
         statistics = [{"label": t, "persistence": float(p[i]), "shift_variance": float(v[i]), "shift_distance": float(d[i]),
                        "z_variance": float(z_v[i]), "z_distance": float(z_d[i]), "anomaly_index": float(ai[i]),
                        "mask_l2": float(stats[t]["mask_l2"]), "success": float(stats[t]["success"]), "flagged": t in flagged}
                       for i, t in enumerate(labels)]
-        triggers = {int(t): Backdoor(AdditivePerturbation(np.clip(masks[i], -1.0, 1.0)), AllToOne(int(t)), name=f"gangsweep→{int(t)}")
-                    for i, t in enumerate(labels)}
+        # a label's reversed trigger: its mean mask, plus those of its further triggers (they lie outside it)
+        triggers = {int(t): Backdoor(AdditivePerturbation(np.clip(masks[i] + sum(further.get(t, [])), -1.0, 1.0)), AllToOne(int(t)),
+                                     name=f"gangsweep→{int(t)}") for i, t in enumerate(labels)}
         result = InspectionResult(
             self.name, labels=labels, statistics=statistics, flagged=flagged, score=score, threshold=self.ai_threshold,
             rule=(f"largest anomaly index (Z_V + Z_D) / 2 among labels with persistence ≥ {self.persistence_threshold:g} > {self.ai_threshold:g}"
@@ -332,6 +446,15 @@ class GangSweepInspector(ModelInspector):
 def _sample(y: np.ndarray, label: int, n: int, seed: int) -> np.ndarray:
     idx = np.flatnonzero(y == label)
     return np.sort(np.random.default_rng([seed, label]).permutation(idx)[:n])
+
+
+def _below(reference: Sequence[float], value: float) -> float:
+    """How far ``value`` lies below the median of ``reference``, in its MADs (× 1.4826): Eq. 8 against a fixed
+    population."""
+    ref = np.asarray(reference, np.float64)
+    median = float(np.median(ref))
+    mad = 1.4826 * float(np.median(np.abs(ref - median)))
+    return (median - value) / mad if mad > 0 else (math.inf if value < median else 0.0)
 
 
 def _robust_z(values: np.ndarray, sign: float) -> np.ndarray:
