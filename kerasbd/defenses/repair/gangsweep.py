@@ -65,4 +65,5 @@ class GangSweep(InspectThenRepair):
     def _repair(self, model: keras.Model, clean: tuple[np.ndarray, np.ndarray], inspection: InspectionResult, state: Any,
                 ctx: RunContext) -> tuple[keras.Model, str]:
         patched = self.patching.apply(model, clean, state, inspection.flagged, rng=ctx.rng, seed=ctx.seed, strategy=ctx.strategy)
-        return patched, f"patched with the generated masks of label(s) {inspection.flagged}"
+        further = "".join(f"; label {t}'s masks include {len(g)} further trigger(s)" for t, g in state.further.items() if g)
+        return patched, f"patched with the generated masks of label(s) {inspection.flagged}{further}"
