@@ -452,19 +452,22 @@ def _sample(y: np.ndarray, label: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, label]).permutation(idx)[:n])
 
 
+def _median_mad(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """The median and the MAD × 1.4826 (Eq. 8)."""
+    v = np.asarray(values, np.float64)
+    median = float(np.median(v))
+    return median, 1.4826 * float(np.median(np.abs(v - median)))
+
+
 def _below(reference: Sequence[float], value: float) -> float:
-    """How far ``value`` lies below the median of ``reference``, in its MADs (× 1.4826): Eq. 8 against a fixed
-    population."""
-    ref = np.asarray(reference, np.float64)
-    median = float(np.median(ref))
-    mad = 1.4826 * float(np.median(np.abs(ref - median)))
+    """How far ``value`` lies below the median of ``reference``, in its MADs: Eq. 8 against a fixed population."""
+    median, mad = _median_mad(reference)
     return (median - value) / mad if mad > 0 else (math.inf if value < median else 0.0)
 
 
 def _robust_z(values: np.ndarray, sign: float) -> np.ndarray:
     """``sign · (u − median) / (1.4826 · MAD)`` (Eq. 8); a zero MAD gives 0 at the median and ±inf elsewhere."""
-    median = float(np.median(values))
-    mad = 1.4826 * float(np.median(np.abs(values - median)))
+    median, mad = _median_mad(values)
     diff = sign * (values - median)
     if mad > 0:
         return diff / mad
